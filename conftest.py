@@ -1,0 +1,96 @@
+"""Shared actors for every test: enrollments, simulated agents, API clients per role."""
+
+import itertools
+import uuid
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from hosts.services import enrollment_create
+from santaadmin.roles import ADMIN, ANALYST, AUDITOR
+from tests.agent import SimulatedAgent, django_transport
+
+_serials = itertools.count(1)
+
+
+@pytest.fixture
+def enrollment(db):
+    """(enrollment, secret) for an enrollment without tags."""
+    return enrollment_create(name="default-enrollment")
+
+
+@pytest.fixture
+def make_enrollment(db):
+    names = itertools.count(1)
+
+    def make(name=None, tags=(), mode=""):
+        return enrollment_create(
+            name=name or f"enrollment-{next(names)}", tag_names=tags, client_mode=mode
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_agent(db, client, enrollment):
+    """Build simulated agents talking to the in-process server."""
+
+    def make(machine_id=None, secret=None, **options):
+        number = next(_serials)
+        options.setdefault("serial", f"C02TEST{number:05d}")
+        options.setdefault("hostname", f"mac-{number}.example.com")
+        return SimulatedAgent(
+            django_transport(client),
+            machine_id or str(uuid.uuid4()).upper(),
+            enrollment[1] if secret is None else secret,
+            **options,
+        )
+
+    return make
+
+
+@pytest.fixture
+def agent(make_agent):
+    return make_agent()
+
+
+def _user_with_role(role: str | None, username: str) -> User:
+    user = User.objects.create_user(username, password="not-used-in-tests-8c1f")
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def _api_client(user: User) -> APIClient:
+    api = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api.user = user
+    return api
+
+
+@pytest.fixture
+def analyst(db):
+    return _user_with_role(ANALYST, "ana")
+
+
+@pytest.fixture
+def analyst_api(analyst):
+    return _api_client(analyst)
+
+
+@pytest.fixture
+def auditor_api(db):
+    return _api_client(_user_with_role(AUDITOR, "audrey"))
+
+
+@pytest.fixture
+def admin_api(db):
+    return _api_client(_user_with_role(ADMIN, "adam"))
+
+
+@pytest.fixture
+def norole_api(db):
+    return _api_client(_user_with_role(None, "nobody"))

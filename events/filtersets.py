@@ -1,0 +1,18 @@
+import django_filters
+
+from .models import Decision, Event
+
+
+class EventFilterSet(django_filters.FilterSet):
+    machine_id = django_filters.CharFilter(field_name="host__machine_id")
+    file_sha256 = django_filters.CharFilter(field_name="binary_id", lookup_expr="iexact")
+    decision = django_filters.MultipleChoiceFilter(choices=Decision.choices)
+    since = django_filters.IsoDateTimeFilter(field_name="execution_time", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="execution_time", lookup_expr="lt")
+    executing_user = django_filters.CharFilter()
+    team_id = django_filters.CharFilter()
+    signing_id = django_filters.CharFilter()
+
+    class Meta:
+        model = Event
+        fields = ["machine_id", "file_sha256", "decision", "since", "until"]

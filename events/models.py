@@ -1,0 +1,199 @@
+"""What agents report: execution and file-access events, and the catalogue of binaries,
+certificates and bundles seen in them."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from hosts.models import Host
+
+DECISIONS = [
+    "DECISION_UNKNOWN",
+    "ALLOW_UNKNOWN",
+    "ALLOW_BINARY",
+    "ALLOW_CERTIFICATE",
+    "ALLOW_SCOPE",
+    "ALLOW_TEAMID",
+    "ALLOW_SIGNINGID",
+    "ALLOW_CDHASH",
+    "BLOCK_UNKNOWN",
+    "BLOCK_BINARY",
+    "BLOCK_CERTIFICATE",
+    "BLOCK_SCOPE",
+    "BLOCK_TEAMID",
+    "BLOCK_SIGNINGID",
+    "BLOCK_CDHASH",
+    "BUNDLE_BINARY",
+    "BLOCK_BINARY_MISMATCH",
+    "ALLOW_PLATFORM",
+]
+Decision = models.TextChoices("Decision", [(d, d) for d in DECISIONS])
+
+FILE_ACCESS_DECISIONS = [
+    "FILE_ACCESS_DECISION_UNKNOWN",
+    "FILE_ACCESS_DECISION_DENIED",
+    "FILE_ACCESS_DECISION_DENIED_INVALID_SIGNATURE",
+    "FILE_ACCESS_DECISION_AUDIT_ONLY",
+]
+FileAccessDecision = models.TextChoices(
+    "FileAccessDecision", [(d, d) for d in FILE_ACCESS_DECISIONS]
+)
+
+
+class Certificate(models.Model):
+    """A signing certificate seen in a signing chain, by its SHA-256."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    cn = models.TextField(blank=True)
+    org = models.TextField(blank=True)
+    ou = models.TextField(blank=True)
+    valid_from = models.DateTimeField(null=True, blank=True)
+    valid_until = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.cn or self.sha256
+
+
+class Binary(models.Model):
+    """An executable seen in events, by SHA-256, with the latest metadata reported for it."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    file_name = models.TextField(blank=True)
+    file_path = models.TextField(blank=True)
+    team_id = models.TextField(blank=True)
+    signing_id = models.TextField(blank=True)
+    cdhash = models.TextField(blank=True)
+    signing_status = models.CharField(max_length=40, blank=True)
+    leaf_certificate = models.ForeignKey(
+        Certificate, null=True, blank=True, on_delete=models.SET_NULL, related_name="binaries"
+    )
+    signing_chain = models.JSONField(default=list, blank=True)  # certificate sha256s, leaf first
+    entitlements = models.JSONField(default=list, blank=True)
+    file_bundle_id = models.TextField(blank=True)
+    file_bundle_name = models.TextField(blank=True)
+    file_bundle_version_string = models.TextField(blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["team_id"], name="binary_team_id"),
+            models.Index(fields=["signing_id"], name="binary_signing_id"),
+            models.Index(fields=["last_seen_at"], name="binary_last_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return self.file_name or self.sha256
+
+
+class Bundle(models.Model):
+    """An app bundle by its bundle hash (protocol.md §5.4.4)."""
+
+    bundle_hash = models.CharField(max_length=64, primary_key=True)
+    bundle_id = models.TextField(blank=True)
+    name = models.TextField(blank=True)
+    path = models.TextField(blank=True)
+    version = models.TextField(blank=True)
+    version_string = models.TextField(blank=True)
+    binary_count = models.PositiveIntegerField(default=0)
+    uploaded_binary_count = models.PositiveIntegerField(default=0)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name or self.bundle_hash
+
+    @property
+    def complete(self) -> bool:
+        return self.binary_count > 0 and self.uploaded_binary_count >= self.binary_count
+
+
+class BundleBinary(models.Model):
+    bundle = models.ForeignKey(Bundle, on_delete=models.CASCADE, related_name="members")
+    binary = models.ForeignKey(Binary, on_delete=models.CASCADE, related_name="bundles")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bundle", "binary"], name="bundlebinary_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.binary_id} in {self.bundle_id}"
+
+
+class Event(models.Model):
+    """One execution event, every field the agent sent (protocol.md §4.4)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events")
+    dedupe_key = models.CharField(max_length=64, unique=True, editable=False)
+    binary = models.ForeignKey(Binary, on_delete=models.PROTECT, related_name="events")
+    decision = models.CharField(max_length=40, choices=Decision.choices)
+    execution_time = models.DateTimeField(null=True, blank=True)  # absent for BUNDLE_BINARY
+    received_at = models.DateTimeField()
+    file_path = models.TextField(blank=True)
+    file_name = models.TextField(blank=True)
+    executing_user = models.TextField(blank=True)
+    logged_in_users = models.JSONField(default=list, blank=True)
+    current_sessions = models.JSONField(default=list, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    ppid = models.IntegerField(null=True, blank=True)
+    parent_name = models.TextField(blank=True)
+    team_id = models.TextField(blank=True)
+    signing_id = models.TextField(blank=True)
+    cdhash = models.TextField(blank=True)
+    cs_flags = models.BigIntegerField(null=True, blank=True)
+    signing_status = models.CharField(max_length=40, blank=True)
+    secure_signing_time = models.DateTimeField(null=True, blank=True)
+    signing_time = models.DateTimeField(null=True, blank=True)
+    static_rule = models.BooleanField(default=False)
+    signing_chain = models.JSONField(default=list, blank=True)  # full certificate dicts
+    entitlements = models.JSONField(default=list, blank=True)  # [{"key", "value"}]
+    entitlements_filtered = models.BooleanField(null=True, blank=True)
+    file_bundle_id = models.TextField(blank=True)
+    file_bundle_path = models.TextField(blank=True)
+    file_bundle_executable_rel_path = models.TextField(blank=True)
+    file_bundle_name = models.TextField(blank=True)
+    file_bundle_version = models.TextField(blank=True)
+    file_bundle_version_string = models.TextField(blank=True)
+    file_bundle_hash = models.TextField(blank=True)
+    file_bundle_hash_millis = models.BigIntegerField(null=True, blank=True)
+    file_bundle_binary_count = models.BigIntegerField(null=True, blank=True)
+    quarantine_data_url = models.TextField(blank=True)
+    quarantine_referer_url = models.TextField(blank=True)
+    quarantine_timestamp = models.DateTimeField(null=True, blank=True)
+    quarantine_agent_bundle_id = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-execution_time", "-id"]
+        indexes = [
+            models.Index(fields=["host", "execution_time"], name="event_host_time"),
+            models.Index(fields=["binary", "execution_time"], name="event_binary_time"),
+            models.Index(fields=["decision", "execution_time"], name="event_decision_time"),
+            models.Index(fields=["execution_time"], name="event_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} {self.file_name} on {self.host_id}"
+
+
+class FileAccessEvent(models.Model):
+    """A file-access authorization violation or audit (protocol.md §4.4)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="file_access_events")
+    dedupe_key = models.CharField(max_length=64, unique=True, editable=False)
+    rule_name = models.TextField(blank=True)
+    rule_version = models.TextField(blank=True)
+    target = models.TextField(blank=True)
+    decision = models.CharField(max_length=60, choices=FileAccessDecision.choices)
+    access_time = models.DateTimeField(null=True, blank=True)
+    process_chain = models.JSONField(default=list, blank=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-access_time", "-id"]
+        indexes = [models.Index(fields=["host", "access_time"], name="faaevent_host_time")]
+
+    def __str__(self) -> str:
+        return f"{self.decision} {self.target} on {self.host_id}"

@@ -1,0 +1,413 @@
+"""Event ingestion: the only code that writes events and the binary/certificate catalogue.
+
+A batch is validated whole before anything is written, then stored in one transaction with a
+constant number of statements. Agents re-send batches (retries after a lost response, and the
+same event both out of band and in the next sync, protocol.md §5.4.3), so every event carries a
+dedupe key derived from its natural identity and duplicates are dropped by the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+from django.db import transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.utils import timezone
+
+from hosts.models import Host
+
+from .models import (
+    Binary,
+    Bundle,
+    BundleBinary,
+    Certificate,
+    Decision,
+    Event,
+    FileAccessDecision,
+    FileAccessEvent,
+)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+BUNDLE_BINARY = "BUNDLE_BINARY"
+
+
+class InvalidEvent(Exception):
+    status = 400
+    code = "invalid_event"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CertificateIn:
+    sha256: str
+    cn: str = ""
+    org: str = ""
+    ou: str = ""
+    valid_from: int = 0  # epoch seconds
+    valid_until: int = 0
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """One execution event as reported (domain names; times in epoch seconds)."""
+
+    file_sha256: str
+    decision: str
+    execution_time: float | None = None
+    file_path: str = ""
+    file_name: str = ""
+    executing_user: str = ""
+    logged_in_users: tuple[str, ...] = ()
+    current_sessions: tuple[str, ...] = ()
+    pid: int | None = None
+    ppid: int | None = None
+    parent_name: str = ""
+    team_id: str = ""
+    signing_id: str = ""
+    cdhash: str = ""
+    cs_flags: int | None = None
+    signing_status: str = ""
+    secure_signing_time: int = 0
+    signing_time: int = 0
+    static_rule: bool = False
+    signing_chain: tuple[CertificateIn, ...] = ()
+    entitlements: tuple[tuple[str | None, str | None], ...] = ()
+    entitlements_filtered: bool | None = None
+    file_bundle_id: str = ""
+    file_bundle_path: str = ""
+    file_bundle_executable_rel_path: str = ""
+    file_bundle_name: str = ""
+    file_bundle_version: str = ""
+    file_bundle_version_string: str = ""
+    file_bundle_hash: str = ""
+    file_bundle_hash_millis: int | None = None
+    file_bundle_binary_count: int | None = None
+    quarantine_data_url: str = ""
+    quarantine_referer_url: str = ""
+    quarantine_timestamp: int = 0
+    quarantine_agent_bundle_id: str = ""
+
+
+@dataclass(frozen=True)
+class FileAccessEventIn:
+    rule_name: str = ""
+    rule_version: str = ""
+    target: str = ""
+    decision: str = "FILE_ACCESS_DECISION_UNKNOWN"
+    access_time: float | None = None
+    process_chain: tuple[dict, ...] = ()
+
+
+@dataclass
+class IngestResult:
+    events: int = 0
+    file_access_events: int = 0
+    bundle_binaries_wanted: list[str] = field(default_factory=list)
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def _timestamp(value: float | int | None, what: str, *, required: bool = False):
+    """Epoch seconds -> aware datetime; 0/absent -> None."""
+    if value in (None, 0):
+        if required:
+            raise InvalidEvent(f"{what} is required.")
+        return None
+    try:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidEvent(f"{what} {value!r} is not a valid time.") from None
+
+
+def _check_sha256(value: str, what: str) -> str:
+    if not _SHA256.fullmatch(value.lower()):
+        raise InvalidEvent(f"{what} must be a SHA-256 (64 hex characters), got {value[:80]!r}.")
+    return value.lower()
+
+
+def _validate_event(index: int, event: EventIn) -> dict:
+    where = f"events[{index}]"
+    sha = _check_sha256(event.file_sha256, f"{where}.file_sha256")
+    if event.decision not in Decision.values:
+        raise InvalidEvent(f"{where}.decision {event.decision!r} is not a decision.")
+    is_bundle_binary = event.decision == BUNDLE_BINARY
+    execution_time = _timestamp(
+        event.execution_time, f"{where}.execution_time", required=not is_bundle_binary
+    )
+    bundle_hash = event.file_bundle_hash.lower()
+    if bundle_hash:
+        _check_sha256(bundle_hash, f"{where}.file_bundle_hash")
+    elif is_bundle_binary:
+        raise InvalidEvent(f"{where}: a BUNDLE_BINARY event needs file_bundle_hash.")
+    chain = [
+        {
+            "sha256": _check_sha256(cert.sha256, f"{where}.signing_chain[{n}].sha256"),
+            "cn": cert.cn,
+            "org": cert.org,
+            "ou": cert.ou,
+            "valid_from": cert.valid_from,
+            "valid_until": cert.valid_until,
+        }
+        for n, cert in enumerate(event.signing_chain)
+    ]
+    return {
+        "sha": sha,
+        "execution_time": execution_time,
+        "bundle_hash": bundle_hash,
+        "chain": chain,
+        "quarantine_timestamp": _timestamp(event.quarantine_timestamp, "quarantine_timestamp"),
+        "secure_signing_time": _timestamp(event.secure_signing_time, "secure_signing_time"),
+        "signing_time": _timestamp(event.signing_time, "signing_time"),
+    }
+
+
+def _dedupe_key(*parts) -> str:
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+
+# --- ingestion ----------------------------------------------------------------------------------
+
+
+def events_ingest(
+    *,
+    host: Host,
+    events: list[EventIn],
+    file_access_events: list[FileAccessEventIn],
+    bundles_enabled: bool,
+) -> IngestResult:
+    """Store a batch of events (all or nothing) and update the catalogue."""
+    now = timezone.now()
+    checked = [_validate_event(n, event) for n, event in enumerate(events)]
+    faa_rows = [_file_access_row(host, n, event, now) for n, event in enumerate(file_access_events)]
+
+    certificates: dict[str, Certificate] = {}
+    binaries: dict[str, Binary] = {}
+    bundles: dict[str, Bundle] = {}
+    bundle_members: set[tuple[str, str]] = set()
+    event_rows: dict[str, Event] = {}
+    for event, facts in zip(events, checked, strict=True):
+        sha = facts["sha"]
+        for cert in facts["chain"]:
+            certificates[cert["sha256"]] = Certificate(
+                sha256=cert["sha256"],
+                cn=cert["cn"],
+                org=cert["org"],
+                ou=cert["ou"],
+                valid_from=_timestamp(cert["valid_from"], "valid_from"),
+                valid_until=_timestamp(cert["valid_until"], "valid_until"),
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+        binaries[sha] = _binary_row(event, facts, now)
+        if facts["bundle_hash"]:
+            bundles[facts["bundle_hash"]] = _bundle_row(event, facts["bundle_hash"], now)
+            if event.decision == BUNDLE_BINARY:
+                bundle_members.add((facts["bundle_hash"], sha))
+        if event.decision == BUNDLE_BINARY:
+            key = _dedupe_key(host.machine_id, BUNDLE_BINARY, facts["bundle_hash"], sha)
+        else:
+            key = _dedupe_key(host.machine_id, sha, event.execution_time, event.decision, event.pid)
+        event_rows[key] = _event_row(host, key, event, facts, now)
+
+    with transaction.atomic():
+        # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
+        if certificates:
+            Certificate.objects.bulk_create(
+                [certificates[k] for k in sorted(certificates)],
+                update_conflicts=True,
+                unique_fields=["sha256"],
+                update_fields=["cn", "org", "ou", "valid_from", "valid_until", "last_seen_at"],
+            )
+        if binaries:
+            Binary.objects.bulk_create(
+                [binaries[k] for k in sorted(binaries)],
+                update_conflicts=True,
+                unique_fields=["sha256"],
+                update_fields=[
+                    "file_name",
+                    "file_path",
+                    "team_id",
+                    "signing_id",
+                    "cdhash",
+                    "signing_status",
+                    "leaf_certificate",
+                    "signing_chain",
+                    "entitlements",
+                    "file_bundle_id",
+                    "file_bundle_name",
+                    "file_bundle_version_string",
+                    "last_seen_at",
+                ],
+            )
+        if bundles:
+            Bundle.objects.bulk_create(
+                [bundles[k] for k in sorted(bundles)],
+                update_conflicts=True,
+                unique_fields=["bundle_hash"],
+                update_fields=[
+                    "bundle_id",
+                    "name",
+                    "path",
+                    "version",
+                    "version_string",
+                    "binary_count",
+                    "last_seen_at",
+                ],
+            )
+        if bundle_members:
+            BundleBinary.objects.bulk_create(
+                [BundleBinary(bundle_id=b, binary_id=s) for b, s in sorted(bundle_members)],
+                ignore_conflicts=True,
+            )
+            Bundle.objects.filter(pk__in={b for b, _ in bundle_members}).update(
+                uploaded_binary_count=Subquery(
+                    BundleBinary.objects.filter(bundle_id=OuterRef("pk"))
+                    .values("bundle_id")
+                    .annotate(n=Count("binary_id"))
+                    .values("n")
+                )
+            )
+        if event_rows:
+            Event.objects.bulk_create(
+                [event_rows[k] for k in sorted(event_rows)],
+                ignore_conflicts=True,
+                batch_size=500,
+            )
+        if faa_rows:
+            FileAccessEvent.objects.bulk_create(faa_rows, ignore_conflicts=True, batch_size=500)
+
+    wanted = []
+    if bundles_enabled:
+        # Ask for every binary of bundles whose blocking event arrived here and whose
+        # binaries are not all known yet (§5.4.4: bundle hashes, not binary hashes).
+        asked = {
+            facts["bundle_hash"]
+            for event, facts in zip(events, checked, strict=True)
+            if facts["bundle_hash"] and event.decision != BUNDLE_BINARY
+        }
+        if asked:
+            complete = {
+                bundle.bundle_hash
+                for bundle in Bundle.objects.filter(pk__in=asked)
+                if bundle.complete
+            }
+            wanted = sorted(asked - complete)
+    return IngestResult(len(event_rows), len(faa_rows), wanted)
+
+
+def _binary_row(event: EventIn, facts: dict, now) -> Binary:
+    chain = facts["chain"]
+    return Binary(
+        sha256=facts["sha"],
+        file_name=event.file_name,
+        file_path=event.file_path,
+        team_id=event.team_id,
+        signing_id=event.signing_id,
+        cdhash=event.cdhash,
+        signing_status=event.signing_status,
+        leaf_certificate_id=chain[0]["sha256"] if chain else None,
+        signing_chain=[cert["sha256"] for cert in chain],
+        entitlements=[{"key": k, "value": v} for k, v in event.entitlements],
+        file_bundle_id=event.file_bundle_id,
+        file_bundle_name=event.file_bundle_name,
+        file_bundle_version_string=event.file_bundle_version_string,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+
+
+def _bundle_row(event: EventIn, bundle_hash: str, now) -> Bundle:
+    return Bundle(
+        bundle_hash=bundle_hash,
+        bundle_id=event.file_bundle_id,
+        name=event.file_bundle_name,
+        path=event.file_bundle_path,
+        version=event.file_bundle_version,
+        version_string=event.file_bundle_version_string,
+        binary_count=event.file_bundle_binary_count or 0,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+
+
+def _event_row(host: Host, key: str, event: EventIn, facts: dict, now) -> Event:
+    return Event(
+        host=host,
+        dedupe_key=key,
+        binary_id=facts["sha"],
+        decision=event.decision,
+        execution_time=facts["execution_time"],
+        received_at=now,
+        file_path=event.file_path,
+        file_name=event.file_name,
+        executing_user=event.executing_user,
+        logged_in_users=list(event.logged_in_users),
+        current_sessions=list(event.current_sessions),
+        pid=event.pid,
+        ppid=event.ppid,
+        parent_name=event.parent_name,
+        team_id=event.team_id,
+        signing_id=event.signing_id,
+        cdhash=event.cdhash,
+        cs_flags=event.cs_flags,
+        signing_status=event.signing_status,
+        secure_signing_time=facts["secure_signing_time"],
+        signing_time=facts["signing_time"],
+        static_rule=event.static_rule,
+        signing_chain=facts["chain"],
+        entitlements=[{"key": k, "value": v} for k, v in event.entitlements],
+        entitlements_filtered=event.entitlements_filtered,
+        file_bundle_id=event.file_bundle_id,
+        file_bundle_path=event.file_bundle_path,
+        file_bundle_executable_rel_path=event.file_bundle_executable_rel_path,
+        file_bundle_name=event.file_bundle_name,
+        file_bundle_version=event.file_bundle_version,
+        file_bundle_version_string=event.file_bundle_version_string,
+        file_bundle_hash=facts["bundle_hash"],
+        file_bundle_hash_millis=event.file_bundle_hash_millis,
+        file_bundle_binary_count=event.file_bundle_binary_count,
+        quarantine_data_url=event.quarantine_data_url,
+        quarantine_referer_url=event.quarantine_referer_url,
+        quarantine_timestamp=facts["quarantine_timestamp"],
+        quarantine_agent_bundle_id=event.quarantine_agent_bundle_id,
+    )
+
+
+def _file_access_row(host: Host, index: int, event: FileAccessEventIn, now) -> FileAccessEvent:
+    where = f"file_access_events[{index}]"
+    if event.decision not in FileAccessDecision.values:
+        raise InvalidEvent(f"{where}.decision {event.decision!r} is not a file-access decision.")
+    access_time = _timestamp(event.access_time, f"{where}.access_time", required=True)
+    first = event.process_chain[0] if event.process_chain else {}
+    key = _dedupe_key(
+        host.machine_id,
+        "faa",
+        event.rule_name,
+        event.rule_version,
+        event.target,
+        event.access_time,
+        event.decision,
+        first.get("pid"),
+        first.get("file_sha256"),
+    )
+    return FileAccessEvent(
+        host=host,
+        dedupe_key=key,
+        rule_name=event.rule_name,
+        rule_version=event.rule_version,
+        target=event.target,
+        decision=event.decision,
+        access_time=access_time,
+        process_chain=list(event.process_chain),
+        received_at=now,
+    )

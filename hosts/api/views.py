@@ -1,0 +1,76 @@
+from django.db.models import Prefetch
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from hosts.selectors import revision_current
+from rules.delivery import host_rules
+
+from ..filtersets import HostFilterSet
+from ..models import MACHINE_ID_PATTERN, Host, HostTag
+from ..services import host_request_clean_sync, host_set_mode_override, host_set_tags
+from .serializers import HostDetailSerializer, HostSerializer, HostUpdateSerializer
+
+
+class HostViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Hosts, addressed by machine id. PATCH edits tags, the mode override and clean syncs."""
+
+    lookup_field = "machine_id"
+    lookup_value_regex = MACHINE_ID_PATTERN
+    filterset_class = HostFilterSet
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return Host.objects.select_related("enrollment").prefetch_related(
+            Prefetch(
+                "tag_spans",
+                queryset=HostTag.objects.filter(rev_to__isnull=True).select_related("tag"),
+                to_attr="current_tag_spans",
+            )
+        )
+
+    def get_serializer_class(self):
+        return HostSerializer if self.action == "list" else HostDetailSerializer
+
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        host = self.get_object()
+        payload = HostUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        if "tags" in data:
+            host_set_tags(host=host, tag_names=data["tags"])
+        if "client_mode_override" in data:
+            host_set_mode_override(host=host, client_mode=data["client_mode_override"] or "")
+        if "clean_sync_requested" in data:
+            host_request_clean_sync(host=host, kind=data["clean_sync_requested"] or "")
+        host = self.get_queryset().get(pk=host.pk)
+        return Response(HostDetailSerializer(host).data)
+
+    @action(detail=True, methods=["get"])
+    def rules(self, request: Request, machine_id: str) -> Response:
+        """The rules this host holds once it syncs: its effective set at the current revision."""
+        host = self.get_object()
+        revision = revision_current()
+        held = host_rules(host.id, revision)
+        page = self.paginate_queryset(held)
+        data = [
+            {
+                "rule_id": rule.rule_id,
+                "rule_type": rule.rule_type,
+                "identifier": rule.identifier,
+                "policy": rule.policy,
+                "custom_msg": rule.custom_msg,
+                "custom_url": rule.custom_url,
+                "cel_expr": rule.cel_expr,
+            }
+            for rule in page
+        ]
+        response = self.get_paginated_response(data)
+        response.data["revision"] = revision
+        return response

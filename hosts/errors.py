@@ -1,0 +1,33 @@
+"""Named domain errors of the hosts app; views turn them into messages, the API into 4xx."""
+
+
+class HostsError(Exception):
+    status = 400
+    code = "invalid"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidTag(HostsError):
+    code = "invalid_tag"
+
+
+class InvalidMachineId(HostsError):
+    code = "invalid_machine_id"
+
+
+class EnrollmentExists(HostsError):
+    status = 409
+    code = "enrollment_exists"
+
+
+class EnrollmentNotFound(HostsError):
+    status = 404
+    code = "enrollment_not_found"
+
+
+class MachineBoundToOtherEnrollment(HostsError):
+    status = 403
+    code = "machine_bound_to_other_enrollment"

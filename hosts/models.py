@@ -1,0 +1,263 @@
+"""Hosts (the Macs), their tags, the enrollments that admit them and configuration profiles."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+MACHINE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}"
+TAG_NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+
+
+class ClientMode(models.TextChoices):
+    MONITOR = "MONITOR", "Monitor"
+    LOCKDOWN = "LOCKDOWN", "Lockdown"
+    STANDALONE = "STANDALONE", "Standalone"
+
+
+class SyncType(models.TextChoices):
+    NORMAL = "NORMAL", "Normal"
+    CLEAN = "CLEAN", "Clean"
+    CLEAN_ALL = "CLEAN_ALL", "Clean all"
+
+
+class CleanSync(models.TextChoices):
+    CLEAN = "CLEAN", "Clean (keep transitive rules)"
+    CLEAN_ALL = "CLEAN_ALL", "Clean all"
+
+
+class RemovableMediaAction(models.TextChoices):
+    ALLOW = "allow", "Allow"
+    BLOCK = "block", "Block"
+    REMOUNT = "remount", "Remount with flags"
+
+
+class FileAccessAction(models.TextChoices):
+    NONE = "NONE", "Apply file-access policy as written"
+    AUDIT_ONLY = "AUDIT_ONLY", "Audit only"
+    DISABLE = "DISABLE", "Disable"
+
+
+class Revision(models.Model):
+    """The fleet revision: one counter bumped by every change to what a host should hold.
+
+    Rule changes and host tag changes take this row's lock for their whole transaction, so
+    revisions are handed out in commit order and a host that has applied revision R has seen
+    every change numbered R or lower. Each host's sync position is a revision.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"revision {self.value}"
+
+
+class Tag(models.Model):
+    """A named group of hosts ("eng", "finance") that rules and profiles can target."""
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(f"^{TAG_NAME_PATTERN}$", "Lower-case letters, digits, . _ -")],
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Enrollment(models.Model):
+    """A secret that admits agents; hosts it registers get its tags (and mode, if set)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    secret_prefix = models.CharField(max_length=8, editable=False)
+    client_cert_issuer = models.CharField(
+        max_length=512,
+        blank=True,
+        help_text="Verified client-certificate issuer DN forwarded by the TLS proxy "
+        "(SYNC_CLIENT_CERT_HEADER) that also admits agents to this enrollment.",
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="enrollments")
+    client_mode = models.CharField(max_length=16, choices=ClientMode.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client_cert_issuer"],
+                condition=~Q(client_cert_issuer=""),
+                name="enrollment_unique_cert_issuer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Host(models.Model):
+    """A Mac running Santa, identified by the machine id in its sync URLs."""
+
+    machine_id = models.CharField(max_length=128, unique=True)
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.PROTECT, related_name="hosts")
+
+    # Facts reported at preflight (agent input: unbounded text, limits enforced on decode).
+    serial_number = models.TextField(blank=True)
+    hostname = models.TextField(blank=True)
+    os_version = models.TextField(blank=True)
+    os_build = models.TextField(blank=True)
+    model_identifier = models.TextField(blank=True)
+    santa_version = models.TextField(blank=True)
+    primary_user = models.TextField(blank=True)
+    primary_user_groups = models.JSONField(default=list, blank=True)
+    push_notification_token = models.TextField(blank=True)
+    reported_client_mode = models.CharField(max_length=32, blank=True)
+    sip_status = models.BigIntegerField(null=True, blank=True)
+    request_clean_sync = models.BooleanField(default=False)
+    reported_counts = models.JSONField(default=dict, blank=True)
+    preflight_rules_hash = models.TextField(blank=True)
+
+    # Operator decisions.
+    client_mode_override = models.CharField(max_length=16, choices=ClientMode.choices, blank=True)
+    clean_sync_requested = models.CharField(max_length=16, choices=CleanSync.choices, blank=True)
+
+    # Sync state. `rules_synced_rev` is the revision whose rule set the host confirmed at its
+    # last postflight (null: never); `pending_*` is what the last complete rule download served,
+    # promoted by the next postflight.
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_preflight_at = models.DateTimeField(null=True, blank=True)
+    last_eventupload_at = models.DateTimeField(null=True, blank=True)
+    last_ruledownload_at = models.DateTimeField(null=True, blank=True)
+    last_postflight_at = models.DateTimeField(null=True, blank=True)
+    last_sync_type = models.CharField(max_length=16, choices=SyncType.choices, blank=True)
+    rules_synced_rev = models.BigIntegerField(null=True, blank=True)
+    expected_counts = models.JSONField(default=dict, blank=True)
+    pending_sync_type = models.CharField(max_length=16, choices=SyncType.choices, blank=True)
+    pending_rev = models.BigIntegerField(null=True, blank=True)
+    pending_clean = models.BooleanField(default=False)
+    pending_counts = models.JSONField(null=True, blank=True)
+    postflight_rules_hash = models.TextField(blank=True)
+    rules_received = models.BigIntegerField(null=True, blank=True)
+    rules_processed = models.BigIntegerField(null=True, blank=True)
+    rules_dropped = models.BooleanField(
+        default=False, help_text="The last postflight processed fewer rules than it received."
+    )
+    drift_detected_at = models.DateTimeField(null=True, blank=True)
+    drift_reasons = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["machine_id"]
+        indexes = [models.Index(fields=["last_postflight_at"], name="host_last_postflight")]
+
+    def __str__(self) -> str:
+        return self.machine_id
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.drift_reasons)
+
+
+class HostTag(models.Model):
+    """A host's membership of a tag during [rev_from, rev_to); rev_to null = current.
+
+    Keeping the history lets a rule download compute what a host should have held at its last
+    sync position, without a per-host copy of its rules.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="tag_spans")
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="host_spans")
+    rev_from = models.BigIntegerField()
+    rev_to = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host", "tag"], condition=Q(rev_to__isnull=True), name="hosttag_one_open"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["host", "rev_to"], name="hosttag_host_rev_to"),
+            models.Index(fields=["tag", "rev_to"], name="hosttag_tag_rev_to"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} in tag {self.tag_id} [{self.rev_from}, {self.rev_to or ''})"
+
+
+class ConfigurationProfile(models.Model):
+    """Settings sent to agents at preflight; a null setting inherits from the level below.
+
+    Resolution for a host, later levels winning: the default profile, the enrollment's mode,
+    profiles of the host's tags (by priority, then name), profiles attached to the host, and
+    finally the host's own mode override.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    is_default = models.BooleanField(default=False)
+    priority = models.IntegerField(default=100, help_text="Higher wins among tag profiles.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="profiles")
+    hosts = models.ManyToManyField(Host, blank=True, related_name="profiles")
+
+    client_mode = models.CharField(max_length=16, choices=ClientMode.choices, null=True, blank=True)
+    batch_size = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    full_sync_interval = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(60), MaxValueValidator(86400 * 7)],
+        help_text="Seconds between full syncs (the agent raises values below 60 to 60).",
+    )
+    enable_bundles = models.BooleanField(null=True, blank=True)
+    enable_transitive_rules = models.BooleanField(null=True, blank=True)
+    enable_all_event_upload = models.BooleanField(null=True, blank=True)
+    disable_unknown_event_upload = models.BooleanField(null=True, blank=True)
+    allowed_path_regex = models.TextField(
+        null=True, blank=True, help_text="Empty string clears the agent's value; null inherits."
+    )
+    blocked_path_regex = models.TextField(null=True, blank=True)
+    removable_media_action = models.CharField(
+        max_length=16, choices=RemovableMediaAction.choices, null=True, blank=True
+    )
+    removable_media_remount_flags = models.JSONField(null=True, blank=True)
+    encrypted_removable_media_action = models.CharField(
+        max_length=16, choices=RemovableMediaAction.choices, null=True, blank=True
+    )
+    encrypted_removable_media_remount_flags = models.JSONField(null=True, blank=True)
+    override_file_access_action = models.CharField(
+        max_length=16, choices=FileAccessAction.choices, null=True, blank=True
+    )
+    event_detail_url = models.TextField(null=True, blank=True)
+    event_detail_text = models.CharField(max_length=48, null=True, blank=True)
+    clean_sync_on_drift = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Answer a drifted host's next preflight with a CLEAN sync.",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-is_default", "-priority", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="one_default_profile"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name

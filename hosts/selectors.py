@@ -1,0 +1,192 @@
+"""Reads of the hosts app that are more than one line."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from django.db.models import Exists, OuterRef, Q, Value
+
+from .models import ConfigurationProfile, Enrollment, Host, HostTag, Revision
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of an enrollment secret.
+
+    Secrets are 256-bit random tokens, so a fast hash is enough (a slow password hash protects
+    guessable passwords, not random keys) and it allows an indexed lookup: the comparison is an
+    index probe on the hash, which reveals nothing usable about the secret itself.
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def enrollment_for_secret(secret: str) -> Enrollment | None:
+    """The active enrollment a bearer secret belongs to, or None (revocation is immediate:
+    nothing is cached)."""
+    if not secret:
+        return None
+    digest = hash_secret(secret)
+    enrollment = Enrollment.objects.filter(secret_hash=digest, revoked_at__isnull=True).first()
+    if enrollment is None or not hmac.compare_digest(enrollment.secret_hash, digest):
+        return None
+    return enrollment
+
+
+def enrollment_for_cert_issuer(issuer: str) -> Enrollment | None:
+    if not issuer:
+        return None
+    return Enrollment.objects.filter(client_cert_issuer=issuer, revoked_at__isnull=True).first()
+
+
+def revision_current() -> int:
+    return Revision.objects.values_list("value", flat=True).get(pk=1)
+
+
+def host_tag_ids(host: Host) -> set[int]:
+    return set(
+        HostTag.objects.filter(host=host, rev_to__isnull=True).values_list("tag_id", flat=True)
+    )
+
+
+@dataclass
+class TagHistory:
+    """A host's tag memberships over a window of revisions."""
+
+    spans: list[tuple[int, int, int | None]] = field(default_factory=list)  # tag, from, to
+
+    def at(self, revision: int) -> frozenset[int]:
+        return frozenset(
+            tag
+            for tag, start, end in self.spans
+            if start <= revision and (end is None or end > revision)
+        )
+
+    def changed_between(self, after: int, upto: int) -> frozenset[int]:
+        """Tags the host gained or lost in revisions after < r <= upto."""
+        return frozenset(
+            tag
+            for tag, start, end in self.spans
+            if after < start <= upto or (end is not None and after < end <= upto)
+        )
+
+
+def host_tag_history(host_id: int, after: int | None, upto: int) -> TagHistory:
+    """Memberships valid at any revision in [after, upto] (after=None: only at upto)."""
+    low = upto if after is None else after
+    rows = HostTag.objects.filter(host_id=host_id, rev_from__lte=upto).filter(
+        Q(rev_to__isnull=True) | Q(rev_to__gt=low)
+    )
+    return TagHistory([(r.tag_id, r.rev_from, r.rev_to) for r in rows])
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+SETTING_FIELDS = (
+    "client_mode",
+    "batch_size",
+    "full_sync_interval",
+    "enable_bundles",
+    "enable_transitive_rules",
+    "enable_all_event_upload",
+    "disable_unknown_event_upload",
+    "allowed_path_regex",
+    "blocked_path_regex",
+    "removable_media_action",
+    "removable_media_remount_flags",
+    "encrypted_removable_media_action",
+    "encrypted_removable_media_remount_flags",
+    "override_file_access_action",
+    "event_detail_url",
+    "event_detail_text",
+    "clean_sync_on_drift",
+)
+
+
+@dataclass(frozen=True)
+class SyncConfiguration:
+    """A host's effective configuration; None means "not managed by the server"."""
+
+    client_mode: str | None = None
+    batch_size: int | None = None
+    full_sync_interval: int | None = None
+    enable_bundles: bool | None = None
+    enable_transitive_rules: bool | None = None
+    enable_all_event_upload: bool | None = None
+    disable_unknown_event_upload: bool | None = None
+    allowed_path_regex: str | None = None
+    blocked_path_regex: str | None = None
+    removable_media_action: str | None = None
+    removable_media_remount_flags: list | None = None
+    encrypted_removable_media_action: str | None = None
+    encrypted_removable_media_remount_flags: list | None = None
+    override_file_access_action: str | None = None
+    event_detail_url: str | None = None
+    event_detail_text: str | None = None
+    clean_sync_on_drift: bool | None = None
+    sources: dict = field(default_factory=dict, compare=False)  # setting -> where it came from
+
+
+def profiles_for_host(host_id: int | None, tag_ids) -> list[ConfigurationProfile]:
+    """Default, tag and host profiles in the order they apply (later wins), in one query.
+
+    Among tag profiles a higher priority applies later; on equal priority the name that sorts
+    first applies last, so the order is total and does not depend on the database.
+    """
+    condition = Q(is_default=True) | Q(tags__in=list(tag_ids))
+    linked = Value(False)
+    if host_id is not None:
+        condition |= Q(hosts=host_id)
+        linked = Exists(
+            ConfigurationProfile.hosts.through.objects.filter(
+                configurationprofile_id=OuterRef("pk"), host_id=host_id
+            )
+        )
+    profiles = ConfigurationProfile.objects.filter(condition).annotate(host_linked=linked)
+
+    def order(profile):
+        level = 2 if profile.host_linked else (0 if profile.is_default else 1)
+        return (level, profile.priority, tuple(-ord(ch) for ch in profile.name))
+
+    return sorted({p.id: p for p in profiles}.values(), key=order)
+
+
+def resolve_configuration(layers: list[tuple[str, dict]]) -> SyncConfiguration:
+    """Apply (source, settings) layers in order; a None value inherits from earlier layers."""
+    values: dict = {}
+    sources: dict = {}
+    for source, settings in layers:
+        for name, value in settings.items():
+            if value is not None:
+                values[name] = value
+                sources[name] = source
+    return SyncConfiguration(**values, sources=sources)
+
+
+def configuration_layers(
+    profiles: list[ConfigurationProfile], *, enrollment_mode: str, host_mode_override: str
+) -> list[tuple[str, dict]]:
+    layers = []
+    for profile in profiles:
+        layers.append(
+            (f"profile:{profile.name}", {name: getattr(profile, name) for name in SETTING_FIELDS})
+        )
+        if profile.is_default:
+            # The enrollment's mode sits just above the default profile.
+            layers.append(("enrollment", {"client_mode": enrollment_mode or None}))
+    if not any(p.is_default for p in profiles):
+        layers.insert(0, ("enrollment", {"client_mode": enrollment_mode or None}))
+    layers.append(("host override", {"client_mode": host_mode_override or None}))
+    return layers
+
+
+def configuration_for_host(host: Host, tag_ids=None) -> SyncConfiguration:
+    if tag_ids is None:
+        tag_ids = host_tag_ids(host)
+    return resolve_configuration(
+        configuration_layers(
+            profiles_for_host(host.id, tag_ids),
+            enrollment_mode=host.enrollment.client_mode,
+            host_mode_override=host.client_mode_override,
+        )
+    )

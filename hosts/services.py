@@ -1,0 +1,330 @@
+"""Every write of the hosts app: enrollments, tags, host facts and sync state."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .errors import EnrollmentExists, EnrollmentNotFound, InvalidTag, MachineBoundToOtherEnrollment
+from .models import (
+    TAG_NAME_PATTERN,
+    CleanSync,
+    Enrollment,
+    Host,
+    HostTag,
+    Revision,
+    SyncType,
+    Tag,
+)
+from .selectors import (
+    SyncConfiguration,
+    configuration_for_host,
+    hash_secret,
+    host_tag_ids,
+    revision_current,
+)
+
+RULE_COUNT_KINDS = ("binary", "certificate", "teamid", "signingid", "cdhash", "compiler")
+_TAG_RE = re.compile(TAG_NAME_PATTERN)
+
+
+# --- the fleet revision -------------------------------------------------------------------------
+
+
+def revision_bump() -> int:
+    """Take the next fleet revision. Call inside transaction.atomic(): the row lock taken by
+    the UPDATE is held until commit, so revisions are committed in the order they are taken."""
+    assert transaction.get_connection().in_atomic_block, "revision_bump needs a transaction"
+    Revision.objects.filter(pk=1).update(value=F("value") + 1)
+    return revision_current()
+
+
+# --- tags ---------------------------------------------------------------------------------------
+
+
+def normalize_tag_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise InvalidTag("Tag names are strings.")
+    normalized = name.strip().lower()
+    if not _TAG_RE.fullmatch(normalized):
+        raise InvalidTag(
+            f"Invalid tag name {name!r}: 1-64 characters, lower-case letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit."
+        )
+    return normalized
+
+
+def tags_get_or_create(names: Iterable[str]) -> list[Tag]:
+    wanted = sorted({normalize_tag_name(name) for name in names})
+    if not wanted:
+        return []
+    existing = {tag.name: tag for tag in Tag.objects.filter(name__in=wanted)}
+    missing = [name for name in wanted if name not in existing]
+    if missing:
+        Tag.objects.bulk_create([Tag(name=name) for name in missing], ignore_conflicts=True)
+        existing = {tag.name: tag for tag in Tag.objects.filter(name__in=wanted)}
+    return [existing[name] for name in wanted]
+
+
+# --- enrollments --------------------------------------------------------------------------------
+
+
+def enrollment_create(
+    *, name: str, tag_names: Iterable[str] = (), client_mode: str = ""
+) -> tuple[Enrollment, str]:
+    """Create an enrollment; returns it with its secret, which is shown once and never stored."""
+    secret = "sa_" + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        if Enrollment.objects.filter(name=name).exists():
+            raise EnrollmentExists(f"An enrollment named {name!r} already exists.")
+        enrollment = Enrollment.objects.create(
+            name=name,
+            secret_hash=hash_secret(secret),
+            secret_prefix=secret[:8],
+            client_mode=client_mode,
+        )
+        enrollment.tags.set(tags_get_or_create(tag_names))
+    return enrollment, secret
+
+
+def enrollment_revoke(*, name: str) -> Enrollment:
+    """Revoke at once: the next request with its secret is refused (nothing is cached)."""
+    enrollment = Enrollment.objects.filter(name=name).first()
+    if enrollment is None:
+        raise EnrollmentNotFound(f"No enrollment named {name!r}.")
+    if enrollment.revoked_at is None:
+        enrollment.revoked_at = timezone.now()
+        enrollment.save(update_fields=["revoked_at"])
+    return enrollment
+
+
+# --- hosts: operator actions --------------------------------------------------------------------
+
+
+def host_set_tags(*, host: Host, tag_names: Iterable[str]) -> list[Tag]:
+    """Replace a host's tags; rules of gained/lost tags reach it at its next sync."""
+    tags = tags_get_or_create(tag_names)
+    wanted = {tag.id for tag in tags}
+    with transaction.atomic():
+        current = set(
+            HostTag.objects.select_for_update()
+            .filter(host=host, rev_to__isnull=True)
+            .values_list("tag_id", flat=True)
+        )
+        if current != wanted:
+            revision = revision_bump()
+            HostTag.objects.filter(
+                host=host, rev_to__isnull=True, tag_id__in=current - wanted
+            ).update(rev_to=revision)
+            HostTag.objects.bulk_create(
+                [
+                    HostTag(host=host, tag_id=tag_id, rev_from=revision)
+                    for tag_id in wanted - current
+                ]
+            )
+    return tags
+
+
+def host_set_mode_override(*, host: Host, client_mode: str) -> None:
+    host.client_mode_override = client_mode or ""
+    host.save(update_fields=["client_mode_override"])
+
+
+def host_request_clean_sync(*, host: Host, kind: str) -> None:
+    """Make the host's next preflight answer CLEAN or CLEAN_ALL (empty string cancels)."""
+    if kind and kind not in CleanSync.values:
+        raise ValueError(kind)
+    host.clean_sync_requested = kind or ""
+    host.save(update_fields=["clean_sync_requested"])
+
+
+# --- hosts: the sync stages ---------------------------------------------------------------------
+
+
+def host_register(*, machine_id: str, enrollment: Enrollment) -> Host:
+    """The host for `machine_id`, created (with the enrollment's tags) on first contact.
+
+    A machine id stays bound to the enrollment that registered it; another enrollment's secret
+    cannot read or write its data (moving a host is an operator action).
+    """
+    host = Host.objects.select_related("enrollment").filter(machine_id=machine_id).first()
+    if host is None:
+        try:
+            with transaction.atomic():
+                host = Host.objects.create(machine_id=machine_id, enrollment=enrollment)
+                tag_ids = list(enrollment.tags.values_list("id", flat=True))
+                if tag_ids:
+                    # A new host's first sync is a clean one, so its tags need no new revision.
+                    revision = revision_current()
+                    HostTag.objects.bulk_create(
+                        [HostTag(host=host, tag_id=t, rev_from=revision) for t in tag_ids]
+                    )
+        except IntegrityError:  # a concurrent first request registered it
+            host = Host.objects.select_related("enrollment").get(machine_id=machine_id)
+    if host.enrollment_id != enrollment.id:
+        raise MachineBoundToOtherEnrollment(
+            f"Machine {machine_id} is registered with another enrollment."
+        )
+    host.enrollment = enrollment
+    return host
+
+
+@dataclass(frozen=True)
+class PreflightFacts:
+    """What an agent reports about itself at preflight (domain names, not wire names)."""
+
+    serial_number: str = ""
+    hostname: str = ""
+    os_version: str = ""
+    os_build: str = ""
+    model_identifier: str = ""
+    santa_version: str = ""
+    primary_user: str = ""
+    primary_user_groups: tuple[str, ...] = ()
+    push_notification_token: str = ""
+    client_mode: str = ""
+    request_clean_sync: bool = False
+    rule_counts: dict = field(default_factory=dict)  # RULE_COUNT_KINDS + "transitive"
+    sip_status: int | None = None
+    rules_hash: str = ""
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    host: Host
+    configuration: SyncConfiguration
+    sync_type: str
+    drift_reasons: list[str]
+
+
+def _drift_reasons(host: Host, facts: PreflightFacts) -> list[str]:
+    """How the rules the host reports differ from what this server last delivered."""
+    if host.rules_synced_rev is None:
+        return []
+    reasons = []
+    expected = host.expected_counts or {}
+    differences = [
+        f"{kind} {facts.rule_counts.get(kind, 0)} (expected {expected.get(kind, 0)})"
+        for kind in RULE_COUNT_KINDS
+        if facts.rule_counts.get(kind, 0) != expected.get(kind, 0)
+    ]
+    if differences:
+        reasons.append("rule counts differ: " + ", ".join(differences))
+    if host.postflight_rules_hash and facts.rules_hash != host.postflight_rules_hash:
+        reasons.append("rules hash changed since the last postflight")
+    return reasons
+
+
+def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
+    """Record a preflight's facts and decide the sync type and configuration to answer with."""
+    now = timezone.now()
+    tag_ids = host_tag_ids(host)
+    configuration = configuration_for_host(host, tag_ids)
+    reasons = _drift_reasons(host, facts)
+
+    if host.clean_sync_requested:
+        sync_type = host.clean_sync_requested
+    elif facts.request_clean_sync or host.rules_synced_rev is None:
+        # The agent repeats request_clean_sync until it gets a clean sync (protocol.md §5.7);
+        # a host this server never completed a sync with is cleaned so that it holds exactly
+        # the rules sent from here.
+        sync_type = SyncType.CLEAN
+    elif reasons and configuration.clean_sync_on_drift:
+        sync_type = SyncType.CLEAN
+    else:
+        sync_type = SyncType.NORMAL
+
+    updates = {
+        "serial_number": facts.serial_number,
+        "hostname": facts.hostname,
+        "os_version": facts.os_version,
+        "os_build": facts.os_build,
+        "model_identifier": facts.model_identifier,
+        "santa_version": facts.santa_version,
+        "primary_user": facts.primary_user,
+        "primary_user_groups": list(facts.primary_user_groups),
+        "push_notification_token": facts.push_notification_token,
+        "reported_client_mode": facts.client_mode,
+        "sip_status": facts.sip_status,
+        "request_clean_sync": facts.request_clean_sync,
+        "reported_counts": dict(facts.rule_counts),
+        "preflight_rules_hash": facts.rules_hash,
+        "last_preflight_at": now,
+        "pending_sync_type": sync_type,
+        "pending_rev": None,
+        "pending_counts": None,
+        "pending_clean": False,
+        "drift_reasons": reasons,
+        "drift_detected_at": (host.drift_detected_at or now) if reasons else None,
+    }
+    Host.objects.filter(pk=host.pk).update(**updates)
+    for name, value in updates.items():
+        setattr(host, name, value)
+    return PreflightResult(host, configuration, sync_type, reasons)
+
+
+def host_record_eventupload(*, host: Host) -> None:
+    now = timezone.now()
+    Host.objects.filter(pk=host.pk).update(last_eventupload_at=now)
+    host.last_eventupload_at = now
+
+
+def host_record_ruledownload(*, host: Host, revision: int, clean: bool, counts: dict) -> None:
+    """The last page of a rule download was served: remember what it delivered, to be
+    confirmed by the postflight (the position only advances then, protocol.md §5.5.1)."""
+    now = timezone.now()
+    updates = {
+        "last_ruledownload_at": now,
+        "pending_rev": revision,
+        "pending_clean": clean,
+        "pending_counts": counts,
+    }
+    Host.objects.filter(pk=host.pk).update(**updates)
+    for name, value in updates.items():
+        setattr(host, name, value)
+
+
+@dataclass(frozen=True)
+class PostflightReport:
+    rules_received: int = 0
+    rules_processed: int = 0
+    sync_type: str = ""
+    rules_hash: str = ""
+
+
+def host_postflight(*, host: Host, report: PostflightReport) -> None:
+    """Confirm the sync: the host now holds the rule set of the revision it downloaded."""
+    performed = report.sync_type if report.sync_type in SyncType.values else SyncType.NORMAL
+    cleaned = performed in (SyncType.CLEAN, SyncType.CLEAN_ALL)
+    updates = {
+        "last_postflight_at": timezone.now(),
+        "last_sync_type": performed,
+        "postflight_rules_hash": report.rules_hash,
+        "rules_received": report.rules_received,
+        "rules_processed": report.rules_processed,
+        "rules_dropped": report.rules_processed < report.rules_received,
+        "pending_rev": None,
+        "pending_counts": None,
+        "pending_clean": False,
+        "pending_sync_type": "",
+    }
+    if host.pending_rev is not None:
+        if cleaned and not host.pending_clean:
+            # The agent wiped its rules but was served only changes: its set is unknown now,
+            # so the next sync must be clean.
+            updates["rules_synced_rev"] = None
+            updates["expected_counts"] = {}
+        else:
+            updates["rules_synced_rev"] = host.pending_rev
+            updates["expected_counts"] = host.pending_counts or {}
+    if cleaned and (host.clean_sync_requested == performed or performed == SyncType.CLEAN_ALL):
+        updates["clean_sync_requested"] = ""
+    Host.objects.filter(pk=host.pk).update(**updates)
+    for name, value in updates.items():
+        setattr(host, name, value)

@@ -1,0 +1,102 @@
+from rest_framework import serializers
+
+from ..models import Policy, Rule, RuleType
+from ..services import RuleInput
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    """A rule as the API shows it, with the protocol's field names and enum strings."""
+
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    excluded_tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    machine_ids = serializers.SlugRelatedField(
+        source="hosts", many=True, read_only=True, slug_field="machine_id"
+    )
+    created_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
+    updated_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
+
+    class Meta:
+        model = Rule
+        fields = [
+            "id",
+            "rule_type",
+            "identifier",
+            "policy",
+            "custom_msg",
+            "custom_url",
+            "cel_expr",
+            "comment",
+            "tags",
+            "excluded_tags",
+            "machine_ids",
+            "created_by",
+            "updated_by",
+            "created_at",
+            "updated_at",
+            "revision",
+        ]
+        read_only_fields = fields
+
+
+def _names(max_items: int, max_length: int):
+    return serializers.ListField(
+        child=serializers.CharField(max_length=max_length),
+        required=False,
+        max_length=max_items,
+    )
+
+
+class RuleInputSerializer(serializers.Serializer):
+    """What a client may send to create or change a rule."""
+
+    rule_type = serializers.ChoiceField(choices=RuleType.values)
+    identifier = serializers.CharField(max_length=255)
+    policy = serializers.ChoiceField(choices=Policy.values)
+    custom_msg = serializers.CharField(
+        required=False, allow_blank=True, max_length=2048, trim_whitespace=False
+    )
+    custom_url = serializers.CharField(required=False, allow_blank=True, max_length=2048)
+    cel_expr = serializers.CharField(
+        required=False, allow_blank=True, max_length=8192, trim_whitespace=False
+    )
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=8192, trim_whitespace=False
+    )
+    tags = _names(100, 64)
+    excluded_tags = _names(100, 64)
+    machine_ids = _names(1000, 128)
+
+    def to_input(self) -> RuleInput:
+        data = self.validated_data
+        return RuleInput(
+            rule_type=data["rule_type"],
+            identifier=data["identifier"],
+            policy=data["policy"],
+            custom_msg=data.get("custom_msg", ""),
+            custom_url=data.get("custom_url", ""),
+            cel_expr=data.get("cel_expr", ""),
+            comment=data.get("comment", ""),
+            tags=tuple(data.get("tags", ())),
+            excluded_tags=tuple(data.get("excluded_tags", ())),
+            machine_ids=tuple(data.get("machine_ids", ())),
+        )
+
+    @staticmethod
+    def initial_from(rule: Rule) -> dict:
+        """A rule's current values in input form, for PATCH to start from."""
+        return {
+            "rule_type": rule.rule_type,
+            "identifier": rule.identifier,
+            "policy": rule.policy,
+            "custom_msg": rule.custom_msg,
+            "custom_url": rule.custom_url,
+            "cel_expr": rule.cel_expr,
+            "comment": rule.comment,
+            "tags": [t.name for t in rule.tags.all()],
+            "excluded_tags": [t.name for t in rule.excluded_tags.all()],
+            "machine_ids": [h.machine_id for h in rule.hosts.all()],
+        }
+
+
+class RuleBulkSerializer(serializers.Serializer):
+    rules = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20000)

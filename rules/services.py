@@ -1,0 +1,344 @@
+"""Every write of the rules app. Each change runs in one transaction that takes the next fleet
+revision, closes the changed rules' current versions and opens new ones, so hosts pick the
+change up at their next rule download (rules/delivery.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from hosts.errors import HostsError
+from hosts.models import Host, Tag
+from hosts.services import revision_bump, tags_get_or_create
+
+from .errors import InvalidRule, RuleConflict, RulesError
+from .identifiers import normalize_identifier
+from .models import Policy, Rule, RuleTarget, RuleType, RuleVersion, TargetKind
+
+MAX_TEXT = {"custom_msg": 2048, "custom_url": 2048, "cel_expr": 8192, "comment": 8192}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class RuleInput:
+    """A rule as an analyst or script asks for it, before validation."""
+
+    rule_type: str
+    identifier: str
+    policy: str
+    custom_msg: str = ""
+    custom_url: str = ""
+    cel_expr: str = ""
+    comment: str = ""
+    tags: Sequence[str] = ()
+    excluded_tags: Sequence[str] = ()
+    machine_ids: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class _Valid:
+    rule_type: str
+    identifier: str
+    policy: str
+    custom_msg: str
+    custom_url: str
+    cel_expr: str
+    comment: str
+    tags: tuple[Tag, ...]
+    excluded_tags: tuple[Tag, ...]
+    hosts: tuple[Host, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.rule_type, self.identifier)
+
+    @property
+    def scope_all(self) -> bool:
+        return not self.tags and not self.hosts
+
+
+def _validate(data: RuleInput) -> _Valid:
+    if data.rule_type not in RuleType.values:
+        raise InvalidRule(f"rule_type must be one of {', '.join(RuleType.values)}.", "rule_type")
+    if data.policy not in Policy.values:
+        raise InvalidRule(f"policy must be one of {', '.join(Policy.values)}.", "policy")
+    identifier = normalize_identifier(data.rule_type, data.identifier)
+    texts = {}
+    for name, limit in MAX_TEXT.items():
+        value = getattr(data, name) or ""
+        if not isinstance(value, str):
+            raise InvalidRule(f"{name} must be a string.", name)
+        if len(value) > limit:
+            raise InvalidRule(f"{name} is longer than {limit} characters.", name)
+        if _CONTROL.search(value):
+            raise InvalidRule(f"{name} contains control characters.", name)
+        texts[name] = value
+    if data.policy == Policy.CEL and not texts["cel_expr"].strip():
+        raise InvalidRule("A CEL rule needs a cel_expr.", "cel_expr")
+    if data.policy != Policy.CEL and texts["cel_expr"]:
+        raise InvalidRule("cel_expr is only used with the CEL policy.", "cel_expr")
+    url = texts["custom_url"]
+    if url and not re.match(r"https?://[^\s]+$", url):
+        raise InvalidRule("custom_url must be an http:// or https:// URL.", "custom_url")
+
+    machine_ids = sorted(set(data.machine_ids))
+    hosts = list(Host.objects.filter(machine_id__in=machine_ids))
+    if len(hosts) != len(machine_ids):
+        unknown = sorted(set(machine_ids) - {h.machine_id for h in hosts})
+        raise InvalidRule(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
+    tags = tags_get_or_create(data.tags)
+    excluded = tags_get_or_create(data.excluded_tags)
+    if excluded and hosts and not tags:
+        raise InvalidRule(
+            "excluded_tags apply to tag or everyone scopes, not to a list of machines.",
+            "excluded_tags",
+        )
+    if set(tags) & set(excluded):
+        raise InvalidRule("A tag cannot be both targeted and excluded.", "excluded_tags")
+    return _Valid(
+        rule_type=data.rule_type,
+        identifier=identifier,
+        policy=data.policy,
+        tags=tuple(tags),
+        excluded_tags=tuple(excluded),
+        hosts=tuple(hosts),
+        **texts,
+    )
+
+
+def _check_conflicts(valid: _Valid, *, exclude_rule_id: int | None = None) -> None:
+    """Two rules for one key may not share a scope level: one everyone rule, one rule per tag,
+    one rule per host. Overlaps across levels are resolved at delivery (most specific wins)."""
+    others = Rule.objects.filter(rule_type=valid.rule_type, identifier=valid.identifier)
+    if exclude_rule_id is not None:
+        others = others.exclude(pk=exclude_rule_id)
+    if valid.scope_all:
+        clash = others.filter(tags__isnull=True, hosts__isnull=True).first()
+        if clash:
+            raise RuleConflict(
+                f"Rule {clash.pk} already applies {valid.identifier} to every host.", "identifier"
+            )
+    if valid.tags:
+        clash = others.filter(tags__in=valid.tags).first()
+        if clash:
+            raise RuleConflict(
+                f"Rule {clash.pk} already targets one of these tags for {valid.identifier}.",
+                "tags",
+            )
+    if valid.hosts:
+        clash = others.filter(hosts__in=valid.hosts).first()
+        if clash:
+            raise RuleConflict(
+                f"Rule {clash.pk} already targets one of these hosts for {valid.identifier}.",
+                "machine_ids",
+            )
+
+
+def _open_versions(rules_and_data: list[tuple[Rule, _Valid]], revision: int, actor) -> None:
+    versions = RuleVersion.objects.bulk_create(
+        [
+            RuleVersion(
+                rule_id=rule.pk,
+                rev_from=revision,
+                rule_type=valid.rule_type,
+                identifier=valid.identifier,
+                policy=valid.policy,
+                custom_msg=valid.custom_msg,
+                custom_url=valid.custom_url,
+                cel_expr=valid.cel_expr,
+                scope_all=valid.scope_all,
+                tag_ids=sorted(t.pk for t in valid.tags),
+                excluded_tag_ids=sorted(t.pk for t in valid.excluded_tags),
+                host_ids=sorted(h.pk for h in valid.hosts),
+                changed_by=actor,
+                comment=valid.comment,
+            )
+            for rule, valid in rules_and_data
+        ]
+    )
+    targets = []
+    for version in versions:
+        kinds = [(TargetKind.HOST, host_id) for host_id in version.host_ids]
+        kinds += [(TargetKind.TAG, tag_id) for tag_id in version.tag_ids]
+        kinds += [(TargetKind.EXCLUDED_TAG, tag_id) for tag_id in version.excluded_tag_ids]
+        if version.scope_all:
+            kinds.append((TargetKind.ALL, 0))
+        targets += [
+            RuleTarget(
+                version=version,
+                kind=kind,
+                target_id=target_id,
+                rule_type=version.rule_type,
+                identifier=version.identifier,
+                rev_from=revision,
+            )
+            for kind, target_id in kinds
+        ]
+    RuleTarget.objects.bulk_create(targets, batch_size=2000)
+
+
+def _close_versions(rule_ids: Iterable[int], revision: int) -> None:
+    rule_ids = list(rule_ids)
+    RuleTarget.objects.filter(version__rule_id__in=rule_ids, rev_to__isnull=True).update(
+        rev_to=revision
+    )
+    RuleVersion.objects.filter(rule_id__in=rule_ids, rev_to__isnull=True).update(rev_to=revision)
+
+
+def _set_scope(rule: Rule, valid: _Valid) -> None:
+    rule.tags.set(valid.tags)
+    rule.excluded_tags.set(valid.excluded_tags)
+    rule.hosts.set(valid.hosts)
+
+
+def rule_create(*, data: RuleInput, actor: AbstractBaseUser | None = None) -> Rule:
+    return rules_bulk_create(items=[data], actor=actor)[0]
+
+
+def rules_bulk_create(
+    *, items: Sequence[RuleInput], actor: AbstractBaseUser | None = None
+) -> list[Rule]:
+    """Create rules in one transaction and one revision: all of them or none."""
+    valid_items = []
+    for index, data in enumerate(items):
+        try:
+            valid_items.append(_validate(data))
+        except (RulesError, HostsError) as exc:
+            exc.index = index  # which item of a bulk request was refused
+            raise
+    _check_batch_conflicts(valid_items)
+    actor = actor if actor is not None and actor.is_authenticated else None
+    with transaction.atomic():
+        revision = revision_bump()  # also serialises the conflict checks below
+        for index, valid in enumerate(valid_items):
+            try:
+                _check_conflicts(valid)
+            except RuleConflict as exc:
+                exc.index = index
+                raise
+        rules = Rule.objects.bulk_create(
+            [
+                Rule(
+                    rule_type=v.rule_type,
+                    identifier=v.identifier,
+                    policy=v.policy,
+                    custom_msg=v.custom_msg,
+                    custom_url=v.custom_url,
+                    cel_expr=v.cel_expr,
+                    comment=v.comment,
+                    created_by=actor,
+                    updated_by=actor,
+                    revision=revision,
+                )
+                for v in valid_items
+            ],
+            batch_size=2000,
+        )
+        pairs = list(zip(rules, valid_items, strict=True))
+        for through, attr, column in (
+            (Rule.tags.through, "tags", "tag_id"),
+            (Rule.excluded_tags.through, "excluded_tags", "tag_id"),
+            (Rule.hosts.through, "hosts", "host_id"),
+        ):
+            through.objects.bulk_create(
+                [
+                    through(rule_id=rule.pk, **{column: obj.pk})
+                    for rule, valid in pairs
+                    for obj in getattr(valid, attr)
+                ],
+                batch_size=2000,
+            )
+        _open_versions(pairs, revision, actor)
+    return rules
+
+
+def _check_batch_conflicts(valid_items: list[_Valid]) -> None:
+    seen: dict[tuple, int] = {}
+    for index, valid in enumerate(valid_items):
+        scopes = [("all",)] if valid.scope_all else []
+        scopes += [("tag", t.pk) for t in valid.tags]
+        scopes += [("host", h.pk) for h in valid.hosts]
+        for scope in scopes:
+            marker = (*valid.key, *scope)
+            if marker in seen:
+                exc = RuleConflict(
+                    f"Items {seen[marker]} and {index} target the same scope for "
+                    f"{valid.identifier}.",
+                    "identifier",
+                )
+                exc.index = index
+                raise exc
+            seen[marker] = index
+
+
+def _unchanged(version: RuleVersion, valid: _Valid) -> bool:
+    return (
+        (version.rule_type, version.identifier) == valid.key
+        and version.payload == (valid.policy, valid.custom_msg, valid.custom_url, valid.cel_expr)
+        and version.tag_ids == sorted(t.pk for t in valid.tags)
+        and version.excluded_tag_ids == sorted(t.pk for t in valid.excluded_tags)
+        and version.host_ids == sorted(h.pk for h in valid.hosts)
+    )
+
+
+def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None = None) -> Rule:
+    """Change a rule; hosts that gain it get it, hosts that lose it get REMOVE.
+
+    A change to the comment alone is not delivered and takes no revision.
+    """
+    valid = _validate(data)
+    actor = actor if actor is not None and actor.is_authenticated else None
+    with transaction.atomic():
+        current = RuleVersion.objects.get(rule_id=rule.pk, rev_to__isnull=True)
+        if _unchanged(current, valid):
+            rule = Rule.objects.select_for_update().get(pk=rule.pk)
+            if rule.comment != valid.comment:
+                rule.comment = valid.comment
+                rule.updated_by = actor
+                rule.save(update_fields=["comment", "updated_by", "updated_at"])
+            return rule
+        revision = revision_bump()
+        rule = Rule.objects.select_for_update().get(pk=rule.pk)
+        _check_conflicts(valid, exclude_rule_id=rule.pk)
+        for name in (
+            "rule_type",
+            "identifier",
+            "policy",
+            "custom_msg",
+            "custom_url",
+            "cel_expr",
+            "comment",
+        ):
+            setattr(rule, name, getattr(valid, name))
+        rule.updated_by = actor
+        rule.revision = revision
+        rule.save()
+        _set_scope(rule, valid)
+        _close_versions([rule.pk], revision)
+        _open_versions([(rule, valid)], revision, actor)
+    return rule
+
+
+def rule_delete(*, rule: Rule, actor: AbstractBaseUser | None = None) -> None:
+    """Delete a rule; hosts that held it get REMOVE (or the next most specific rule)."""
+    rules_bulk_delete(rule_ids=[rule.pk], actor=actor)
+
+
+def rules_bulk_delete(*, rule_ids: Sequence[int], actor: AbstractBaseUser | None = None) -> int:
+    with transaction.atomic():
+        revision = revision_bump()
+        existing = list(
+            Rule.objects.select_for_update()
+            .filter(pk__in=list(rule_ids))
+            .values_list("pk", flat=True)
+        )
+        if not existing:
+            transaction.set_rollback(True)
+            return 0
+        _close_versions(existing, revision)
+        Rule.objects.filter(pk__in=existing).delete()
+    return len(existing)

@@ -1,0 +1,39 @@
+"""One JSON error shape for the whole API: {"error": code, "detail": text, "fields": {...}}."""
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from events.services import InvalidEvent
+from hosts.errors import HostsError
+from rules.errors import RulesError
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, RulesError | HostsError | InvalidEvent):
+        body = {"error": exc.code, "detail": exc.detail}
+        field = getattr(exc, "field", None)
+        index = getattr(exc, "index", None)
+        if field:
+            body["fields"] = {field: [exc.detail]}
+        if index is not None:
+            body["index"] = index
+        return Response(body, status=exc.status)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = {"error": "invalid", "detail": "Invalid input.", "fields": fields}
+    elif isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        response.data = {"error": code, "detail": str(exc.detail)}
+    if response.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        response.data["error"] = "method_not_allowed"
+    return response

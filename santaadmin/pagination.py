@@ -1,0 +1,10 @@
+from django.conf import settings
+from rest_framework import pagination
+
+
+class PageNumberPagination(pagination.PageNumberPagination):
+    """`?page=N&page_size=M` (M up to API_MAX_PAGE_SIZE); answers count, next, previous,
+    results."""
+
+    page_size_query_param = "page_size"
+    max_page_size = settings.API_MAX_PAGE_SIZE

@@ -1,0 +1,54 @@
+"""The three roles, as Django groups with model permissions.
+
+* **admin** — everything, including users, roles, enrollments and configuration.
+* **analyst** — reads everything; creates, changes and deletes rules; edits hosts (tags, mode
+  override, clean syncs). Cannot manage users, enrollments or configuration profiles.
+* **auditor** — reads (and exports) everything; changes nothing.
+
+Every API endpoint checks these permissions (santaadmin.permissions.RolePermission).
+"""
+
+from django.apps import apps as global_apps
+from django.contrib.auth.management import create_permissions
+
+ADMIN, ANALYST, AUDITOR = "admin", "analyst", "auditor"
+ROLES = (ADMIN, ANALYST, AUDITOR)
+DOMAIN_APPS = ("hosts", "rules", "events")
+
+ANALYST_WRITES = {
+    "rules": {"add_rule", "change_rule", "delete_rule"},
+    "hosts": {"change_host", "add_tag", "change_tag"},
+}
+ADMIN_APPS = ("hosts", "rules", "events", "auth", "authtoken")
+
+
+def role_permissions(Permission) -> dict[str, set]:
+    perms = {role: set() for role in ROLES}
+    for perm in Permission.objects.select_related("content_type").filter(
+        content_type__app_label__in=ADMIN_APPS
+    ):
+        app = perm.content_type.app_label
+        perms[ADMIN].add(perm.pk)
+        if app in DOMAIN_APPS and perm.codename.startswith("view_"):
+            perms[ANALYST].add(perm.pk)
+            perms[AUDITOR].add(perm.pk)
+        if perm.codename in ANALYST_WRITES.get(app, ()):
+            perms[ANALYST].add(perm.pk)
+    return perms
+
+
+def ensure_roles(sender=None, apps=global_apps, using="default", **kwargs):
+    """Create or refresh the role groups after migrations (idempotent)."""
+    try:
+        Group = apps.get_model("auth", "Group")
+        Permission = apps.get_model("auth", "Permission")
+    except LookupError:
+        return
+    for label in ADMIN_APPS:
+        try:
+            create_permissions(global_apps.get_app_config(label), verbosity=0, using=using)
+        except LookupError:
+            continue
+    for role, permission_ids in role_permissions(Permission).items():
+        group, _ = Group.objects.using(using).get_or_create(name=role)
+        group.permissions.set(permission_ids)

@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from events.api.views import EventViewSet
+from hosts.api.views import HostViewSet
+from rules.api.views import RuleViewSet
+
+from . import views
+
+router = DefaultRouter()
+router.register("rules", RuleViewSet, basename="rule")
+router.register("hosts", HostViewSet, basename="host")
+router.register("events", EventViewSet, basename="event")
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    # Answered by syncapi.middleware.SyncMiddleware; listed here for reverse().
+    path("sync/", include("syncapi.urls")),
+]
+
+handler404 = "santaadmin.views.not_found"
+handler500 = "santaadmin.views.server_error"

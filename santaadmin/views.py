@@ -1,0 +1,52 @@
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from .startup import describe_mode
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    context = {"mode": describe_mode()}
+    if request.user.is_authenticated:
+        from hosts.models import Host
+        from rules.models import Rule
+
+        context["counts"] = {"hosts": Host.objects.count(), "rules": Rule.objects.count()}
+    return render(request, "home.html", context)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and mode, for load balancers and for people: embedded or production."""
+    mode = describe_mode()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except DatabaseError:
+        database = "unavailable"
+    body = {
+        "status": "ok" if database == "ok" else "degraded",
+        "mode": mode["mode"],
+        "database": database,
+        "tasks": mode["tasks"],
+    }
+    return JsonResponse(body, status=200 if database == "ok" else 503)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith(("/api/", "/sync/", "/healthz"))
+
+
+def not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"error": "not_found", "detail": "No such URL."}, status=404)
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"error": "server_error", "detail": "Internal error."}, status=500)
+    return render(request, "500.html", status=500)

@@ -1,0 +1,13 @@
+"""WSGI entry point (gunicorn santaadmin.wsgi)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "santaadmin.settings")
+
+application = get_wsgi_application()
+
+from santaadmin.startup import log_mode  # noqa: E402  (needs the apps loaded above)
+
+log_mode()

@@ -1,0 +1,104 @@
+"""Stage 2, event upload: store the batch (whole or not at all) and ask for bundle binaries."""
+
+from django.conf import settings
+
+from events.services import CertificateIn, EventIn, FileAccessEventIn, events_ingest
+from hosts.selectors import configuration_for_host
+from hosts.services import host_record_eventupload, host_register
+
+from .base import SyncRequest, sync_stage
+from .codec import ProtocolError
+
+_EVENT_FIELDS = (
+    "file_path",
+    "file_name",
+    "executing_user",
+    "parent_name",
+    "team_id",
+    "signing_id",
+    "cdhash",
+    "file_bundle_id",
+    "file_bundle_path",
+    "file_bundle_executable_rel_path",
+    "file_bundle_name",
+    "file_bundle_version",
+    "file_bundle_version_string",
+    "file_bundle_hash",
+    "quarantine_data_url",
+    "quarantine_referer_url",
+    "quarantine_agent_bundle_id",
+    "signing_status",
+)
+
+
+def _certificate(cert: dict) -> CertificateIn:
+    return CertificateIn(
+        sha256=cert.get("sha256", ""),
+        cn=cert.get("cn", ""),
+        org=cert.get("org", ""),
+        ou=cert.get("ou", ""),
+        valid_from=cert.get("valid_from", 0),
+        valid_until=cert.get("valid_until", 0),
+    )
+
+
+def event_from(event: dict) -> EventIn:
+    info = event.get("entitlement_info", {})
+    return EventIn(
+        file_sha256=event.get("file_sha256", ""),
+        decision=event.get("decision", "DECISION_UNKNOWN"),
+        execution_time=event.get("execution_time"),
+        logged_in_users=tuple(event.get("logged_in_users", ())),
+        current_sessions=tuple(event.get("current_sessions", ())),
+        pid=event.get("pid"),
+        ppid=event.get("ppid"),
+        cs_flags=event.get("cs_flags"),
+        secure_signing_time=event.get("secure_signing_time", 0),
+        signing_time=event.get("signing_time", 0),
+        static_rule=event.get("static_rule", False),
+        signing_chain=tuple(_certificate(c) for c in event.get("signing_chain", ())),
+        entitlements=tuple(
+            (item.get("key"), item.get("value")) for item in info.get("entitlements", ())
+        ),
+        entitlements_filtered=info.get("entitlements_filtered"),
+        file_bundle_hash_millis=event.get("file_bundle_hash_millis"),
+        file_bundle_binary_count=event.get("file_bundle_binary_count"),
+        quarantine_timestamp=event.get("quarantine_timestamp", 0),
+        **{name: event.get(name, "") for name in _EVENT_FIELDS},
+    )
+
+
+def file_access_event_from(event: dict) -> FileAccessEventIn:
+    return FileAccessEventIn(
+        rule_name=event.get("rule_name", ""),
+        rule_version=event.get("rule_version", ""),
+        target=event.get("target", ""),
+        decision=event.get("decision", "FILE_ACCESS_DECISION_UNKNOWN"),
+        access_time=event.get("access_time"),
+        process_chain=tuple(event.get("process_chain", ())),
+    )
+
+
+@sync_stage("EventUploadRequest", "EventUploadResponse")
+def eventupload(sync: SyncRequest) -> dict:
+    events = sync.message.get("events", [])
+    file_access = sync.message.get("file_access_events", [])
+    limit = settings.SYNC_MAX_EVENTS_PER_REQUEST
+    if len(events) + len(file_access) > limit:
+        raise ProtocolError(
+            413,
+            "too_many_events",
+            f"The batch holds more than SYNC_MAX_EVENTS_PER_REQUEST ({limit}) events.",
+        )
+    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    bundles = bool(configuration_for_host(host).enable_bundles) if events else False
+    result = events_ingest(
+        host=host,
+        events=[event_from(e) for e in events],
+        file_access_events=[file_access_event_from(e) for e in file_access],
+        bundles_enabled=bundles,
+    )
+    host_record_eventupload(host=host)
+    if result.bundle_binaries_wanted:
+        return {"event_upload_bundle_binaries": result.bundle_binaries_wanted}
+    return {}

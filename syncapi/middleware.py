@@ -1,0 +1,33 @@
+"""Serve /sync/ before the rest of the middleware stack.
+
+Agents need exact 200s, never a redirect (APPEND_SLASH, HTTPS or login redirects) and no CSRF
+(protocol.md §2.3, §7); they carry no session or cookie. Answering their URLs here keeps
+sessions, CSRF, auth, messages and redirects off the hot path entirely.
+"""
+
+from django.urls import Resolver404, URLResolver
+from django.urls.resolvers import RegexPattern
+
+from .base import json_error
+
+PREFIX = "/sync/"
+
+
+class SyncMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.resolver = URLResolver(RegexPattern(r"^/sync/"), "syncapi.urls")
+
+    def __call__(self, request):
+        if not request.path_info.startswith(PREFIX):
+            return self.get_response(request)
+        try:
+            match = self.resolver.resolve(request.path_info)
+        except Resolver404:
+            return json_error(
+                404,
+                "not_found",
+                "Unknown sync URL; expected /sync/<preflight|eventupload|ruledownload|"
+                "postflight>/<machine_id>.",
+            )
+        return match.func(request, *match.args, **match.kwargs)

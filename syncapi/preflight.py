@@ -1,0 +1,93 @@
+"""Stage 1, preflight: record the host's facts, answer with its configuration and sync type."""
+
+from hosts.models import RemovableMediaAction
+from hosts.selectors import SyncConfiguration
+from hosts.services import PreflightFacts, PreflightResult, host_preflight, host_register
+
+from .base import SyncRequest, sync_stage
+
+_COUNT_FIELDS = {
+    "binary": "binary_rule_count",
+    "certificate": "certificate_rule_count",
+    "compiler": "compiler_rule_count",
+    "transitive": "transitive_rule_count",
+    "teamid": "teamid_rule_count",
+    "signingid": "signingid_rule_count",
+    "cdhash": "cdhash_rule_count",
+}
+
+
+def facts_from(message: dict) -> PreflightFacts:
+    return PreflightFacts(
+        serial_number=message.get("serial_number", ""),
+        hostname=message.get("hostname", ""),
+        os_version=message.get("os_version", ""),
+        os_build=message.get("os_build", ""),
+        model_identifier=message.get("model_identifier", ""),
+        santa_version=message.get("santa_version", ""),
+        primary_user=message.get("primary_user", ""),
+        primary_user_groups=tuple(message.get("primary_user_groups", ())),
+        push_notification_token=message.get("push_notification_token", ""),
+        client_mode=message.get("client_mode", ""),
+        request_clean_sync=message.get("request_clean_sync", False),
+        rule_counts={kind: message.get(name, 0) for kind, name in _COUNT_FIELDS.items()},
+        sip_status=message.get("sip_status"),
+        rules_hash=message.get("rules_hash", ""),
+    )
+
+
+def _media_policy(action: str | None, flags) -> dict | None:
+    # The agent looks at which member of the oneof is present, not at its value (§4.3).
+    if action == RemovableMediaAction.ALLOW:
+        return {"allow": True}
+    if action == RemovableMediaAction.BLOCK:
+        return {"block": True}
+    if action == RemovableMediaAction.REMOUNT:
+        return {"remount": {"flags": list(flags or [])}}
+    return None
+
+
+def response_for(config: SyncConfiguration, sync_type: str) -> dict:
+    """The PreflightResponse: every managed setting, always (a clean sync erases the agent's
+    synced settings, §5.3.1), and nothing the server does not manage."""
+    answer: dict = {"sync_type": sync_type}
+    if config.client_mode:
+        answer["client_mode"] = config.client_mode
+    if config.batch_size:
+        answer["batch_size"] = config.batch_size
+    if config.full_sync_interval:
+        answer["full_sync_interval_seconds"] = config.full_sync_interval
+    for name in (
+        "enable_bundles",
+        "enable_transitive_rules",
+        "enable_all_event_upload",
+        "disable_unknown_event_upload",
+        "allowed_path_regex",
+        "blocked_path_regex",
+        "override_file_access_action",
+        "event_detail_url",
+        "event_detail_text",
+    ):
+        value = getattr(config, name)
+        if value is not None:
+            answer[name] = value
+    media = _media_policy(config.removable_media_action, config.removable_media_remount_flags)
+    if media is not None:
+        answer["removable_media_policy"] = media
+        # Agents older than removable_media_policy (2026-04) read the deprecated USB keys.
+        answer["block_usb_mount"] = config.removable_media_action != RemovableMediaAction.ALLOW
+        if config.removable_media_action == RemovableMediaAction.REMOUNT:
+            answer["remount_usb_mode"] = list(config.removable_media_remount_flags or [])
+    encrypted = _media_policy(
+        config.encrypted_removable_media_action, config.encrypted_removable_media_remount_flags
+    )
+    if encrypted is not None:
+        answer["encrypted_removable_media_policy"] = encrypted
+    return answer
+
+
+@sync_stage("PreflightRequest", "PreflightResponse")
+def preflight(sync: SyncRequest) -> dict:
+    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    result: PreflightResult = host_preflight(host=host, facts=facts_from(sync.message))
+    return response_for(result.configuration, result.sync_type)
