@@ -196,7 +196,11 @@ def _set_scope(rule: Rule, valid: _Valid) -> None:
 
 
 def rule_create(*, data: RuleInput, actor: AbstractBaseUser | None = None) -> Rule:
-    return rules_bulk_create(items=[data], actor=actor)[0]
+    try:
+        return rules_bulk_create(items=[data], actor=actor)[0]
+    except (RulesError, HostsError) as exc:
+        exc.index = None  # a position only means something in a bulk request
+        raise
 
 
 def rules_bulk_create(
