@@ -62,6 +62,15 @@ class TagHistory:
             if start <= revision and (end is None or end > revision)
         )
 
+    def change_points(self, after: int, upto: int) -> set[int]:
+        """Revisions in (after, upto] at which the host's tags changed."""
+        return {
+            r
+            for _, start, end in self.spans
+            for r in (start, end)
+            if r is not None and after < r <= upto
+        }
+
     def changed_between(self, after: int, upto: int) -> frozenset[int]:
         """Tags the host gained or lost in revisions after < r <= upto."""
         return frozenset(

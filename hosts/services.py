@@ -203,20 +203,37 @@ class PreflightResult:
     drift_reasons: list[str]
 
 
+def _count_differences(reported: dict, expected: dict) -> list[str]:
+    return [
+        f"{kind} {reported.get(kind, 0)} (expected {expected.get(kind, 0)})"
+        for kind in RULE_COUNT_KINDS
+        if reported.get(kind, 0) != expected.get(kind, 0)
+    ]
+
+
 def _drift_reasons(host: Host, facts: PreflightFacts) -> list[str]:
-    """How the rules the host reports differ from what this server last delivered."""
+    """How the rules the host reports differ from what this server delivered.
+
+    After a download the host never confirmed (lost postflight), it holds either the confirmed
+    set or the downloaded one; only a match with neither is drift.
+    """
     if host.rules_synced_rev is None:
         return []
     reasons = []
-    expected = host.expected_counts or {}
-    differences = [
-        f"{kind} {facts.rule_counts.get(kind, 0)} (expected {expected.get(kind, 0)})"
-        for kind in RULE_COUNT_KINDS
-        if facts.rule_counts.get(kind, 0) != expected.get(kind, 0)
-    ]
+    differences = _count_differences(facts.rule_counts, host.expected_counts or {})
+    if (
+        differences
+        and host.pending_counts is not None
+        and not _count_differences(facts.rule_counts, host.pending_counts)
+    ):
+        differences = []
     if differences:
         reasons.append("rule counts differ: " + ", ".join(differences))
-    if host.postflight_rules_hash and facts.rules_hash != host.postflight_rules_hash:
+    if (
+        host.pending_rev is None
+        and host.postflight_rules_hash
+        and facts.rules_hash != host.postflight_rules_hash
+    ):
         reasons.append("rules hash changed since the last postflight")
     return reasons
 
@@ -257,9 +274,6 @@ def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
         "preflight_rules_hash": facts.rules_hash,
         "last_preflight_at": now,
         "pending_sync_type": sync_type,
-        "pending_rev": None,
-        "pending_counts": None,
-        "pending_clean": False,
         "drift_reasons": reasons,
         "drift_detected_at": (host.drift_detected_at or now) if reasons else None,
     }
@@ -277,7 +291,10 @@ def host_record_eventupload(*, host: Host) -> None:
 
 def host_record_ruledownload(*, host: Host, revision: int, clean: bool, counts: dict) -> None:
     """The last page of a rule download was served: remember what it delivered, to be
-    confirmed by the postflight (the position only advances then, protocol.md §5.5.1)."""
+    confirmed by the postflight (the position only advances then, protocol.md §5.5.1).
+
+    Until then the host may hold either set; the next download allows for both
+    (rules.delivery.changes_page, `unconfirmed`)."""
     now = timezone.now()
     updates = {
         "last_ruledownload_at": now,

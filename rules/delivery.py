@@ -203,8 +203,14 @@ def changes_page(
     after: Key | None,
     limit: int,
     history: TagHistory | None = None,
+    unconfirmed: int | None = None,
 ) -> Page:
-    """A page of what changed for the host between revisions `since` and `revision`."""
+    """A page of what changed for the host between revisions `since` and `revision`.
+
+    `unconfirmed` is the revision of a download the host completed without confirming it (a
+    lost postflight, or a rule-only sync): each of its keys may then hold the state of any
+    revision in [since, unconfirmed], so a key is sent unless it was the same at all of them.
+    """
     history = history or host_tag_history(host_id, since, revision)
     tags_then, tags_now = history.at(since), history.at(revision)
     changed_tags = history.changed_between(since, revision)
@@ -230,19 +236,36 @@ def changes_page(
         .distinct()[:limit]
     )
     versions = _versions_for(keys, since, revision)
+    uncertain = min(unconfirmed, revision) if unconfirmed and unconfirmed > since else None
+    tag_points = history.change_points(since, uncertain) if uncertain else set()
     rules, counts = [], {}
     for key in keys:
-        then = resolve((v for v in versions[key] if _valid_at(v, since)), host_id, tags_then)
-        now = resolve((v for v in versions[key] if _valid_at(v, revision)), host_id, tags_now)
-        if (then.payload if then else None) == (now.payload if now else None):
+        then = _state(versions[key], host_id, history, since)
+        now = _state(versions[key], host_id, history, revision)
+        possibly_held = [then]
+        if uncertain:
+            points = tag_points | {
+                r
+                for v in versions[key]
+                for r in (v.rev_from, v.rev_to)
+                if r is not None and since < r <= uncertain
+            }
+            possibly_held += [_state(versions[key], host_id, history, p) for p in points]
+        wanted = now.payload if now else None
+        if all((held.payload if held else None) == wanted for held in possibly_held):
             continue
         if now is not None:
             rules.append(DeliveredRule.of(now))
-        elif then.policy != Policy.REMOVE:
+        elif any(held is not None and held.policy != Policy.REMOVE for held in possibly_held):
             rules.append(DeliveredRule.removal(key))
         add_counts(counts, count_vector(then), -1)
         add_counts(counts, count_vector(now))
     return Page(rules, keys[-1] if keys else after, len(keys) < limit, counts)
+
+
+def _state(versions, host_id: int, history: TagHistory, revision: int) -> RuleVersion | None:
+    """The version a host holds for one key at a revision."""
+    return resolve((v for v in versions if _valid_at(v, revision)), host_id, history.at(revision))
 
 
 def host_rules(host_id: int, revision: int, page_size: int = 2000) -> list[DeliveredRule]:

@@ -59,9 +59,10 @@ def ruledownload(sync: SyncRequest) -> dict:
             "p": None if clean else host.rules_synced_rev,
             "a": None,
             "n": {} if clean else dict(host.expected_counts or {}),
+            "u": None if clean else host.pending_rev,
             "k": 0,
         }
-        if state["p"] == state["r"]:
+        if state["p"] == state["r"] and state["u"] is None:
             # Steady state: nothing changed since the host's last sync; no page to compute.
             return {}
     after = tuple(state["a"]) if state["a"] else None
@@ -69,7 +70,7 @@ def ruledownload(sync: SyncRequest) -> dict:
     if state["p"] is None:
         page = clean_page(host.id, state["r"], after, limit)
     else:
-        page = changes_page(host.id, state["p"], state["r"], after, limit)
+        page = changes_page(host.id, state["p"], state["r"], after, limit, unconfirmed=state["u"])
     add_counts(state["n"], page.counts)
     state["k"] += len(page.rules)
     rules = page.rules
