@@ -91,7 +91,11 @@ def eventupload(sync: SyncRequest) -> dict:
             f"The batch holds more than SYNC_MAX_EVENTS_PER_REQUEST ({limit}) events.",
         )
     host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
-    bundles = bool(configuration_for_host(host).enable_bundles) if events else False
+    # Only a blocking event from inside a bundle can lead to a bundle request (§5.4.4).
+    bundled = any(
+        e.get("file_bundle_hash") and e.get("decision") != "BUNDLE_BINARY" for e in events
+    )
+    bundles = bundled and bool(configuration_for_host(host).enable_bundles)
     result = events_ingest(
         host=host,
         events=[event_from(e) for e in events],
