@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -27,13 +28,29 @@ def healthz(request: HttpRequest) -> JsonResponse:
         database = "ok"
     except DatabaseError:
         database = "unavailable"
+    broker = _broker_state()
     body = {
-        "status": "ok" if database == "ok" else "degraded",
+        "status": "ok" if database == "ok" and broker in ("ok", "in-process") else "degraded",
         "mode": mode["mode"],
         "database": database,
         "tasks": mode["tasks"],
+        "broker": broker,
     }
+    # Only the database takes a node out of service: syncs do not need the broker.
     return JsonResponse(body, status=200 if database == "ok" else 503)
+
+
+def _broker_state() -> str:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return "in-process"
+    from santaadmin.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception:  # any transport error means the same to an operator
+        return "unavailable"
+    return "ok"
 
 
 def _wants_json(request: HttpRequest) -> bool:

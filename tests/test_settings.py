@@ -1,0 +1,99 @@
+"""The two modes: embedded defaults, production requirements, `check --deploy`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCTION = {
+    "DATABASE_URL": "postgresql://santa:secret@db.internal:5432/santaadmin",
+    "SECRET_KEY": "k7v9Q2mZx4Lp8Rt1Wn6Yb3Hc5Jd0Fg2Ks9Ue4Ia7Oq1Tr8Ew3Py6Uz5Xc2Vb0Nm",
+    "ALLOWED_HOSTS": "santa.example.com",
+    "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
+}
+
+
+def manage(*args, **env):
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {*PRODUCTION, "DEBUG", "CELERY_TASK_ALWAYS_EAGER", "REDIS_URL"}
+    }
+    clean["SANTAADMIN_VAR_DIR"] = os.environ.get("SANTAADMIN_VAR_DIR", str(ROOT / "var"))
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_check_deploy():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "warning"),
+    [
+        ({"DATABASE_URL": "sqlite:////tmp/santa.sqlite3"}, "santaadmin.W001"),
+        ({"CELERY_BROKER_URL": "", "CELERY_TASK_ALWAYS_EAGER": "1"}, "santaadmin.W002"),
+    ],
+)
+def test_check_deploy_warns_about_embedded_parts_in_production(override, warning):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **{**PRODUCTION, **override})
+    assert result.returncode != 0
+    assert warning in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "ALLOWED_HOSTS", "CELERY_BROKER_URL"])
+def test_production_requires_its_variables(missing):
+    result = manage("check", **{**PRODUCTION, missing: ""})
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_embedded_mode_says_so_at_startup(tmp_path):
+    result = manage(
+        "shell",
+        "-c",
+        "from santaadmin.startup import log_mode; log_mode()",
+        SANTAADMIN_VAR_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "EMBEDDED MODE" in result.stderr
+    assert "Celery tasks run in-process" in result.stderr
+    assert (tmp_path / "secret_key").exists()  # generated once, kept for sessions
+
+
+def test_healthz_reports_mode(client, db, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    body = client.get("/healthz").json()
+    assert body == {
+        "status": "ok",
+        "mode": "embedded" if settings.EMBEDDED else "production",
+        "database": "ok",
+        "tasks": "in-process",
+        "broker": "in-process",
+    }
+
+
+def test_healthz_reports_an_unreachable_broker(client, db, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    from santaadmin.celery import app
+
+    previous = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    try:
+        response = client.get("/healthz")
+    finally:
+        app.conf.broker_url = previous
+    assert response.status_code == 200  # syncs do not need the broker
+    assert response.json()["broker"] == "unavailable"
+    assert response.json()["status"] == "degraded"
