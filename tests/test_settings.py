@@ -20,7 +20,15 @@ def manage(*args, **env):
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in {*PRODUCTION, "DEBUG", "CELERY_TASK_ALWAYS_EAGER", "REDIS_URL"}
+        if k
+        not in {
+            *PRODUCTION,
+            "DEBUG",
+            "CELERY_TASK_ALWAYS_EAGER",
+            "REDIS_URL",
+            "SECURE_SSL_REDIRECT",
+            "SANTAADMIN_REQUIRE_SERVICES",
+        }
     }
     clean["SANTAADMIN_VAR_DIR"] = os.environ.get("SANTAADMIN_VAR_DIR", str(ROOT / "var"))
     return subprocess.run(
@@ -88,12 +96,13 @@ def test_healthz_reports_an_unreachable_broker(client, db, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     from santaadmin.celery import app
 
-    previous = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    previous = app.conf.broker_url, app.conf.broker_write_url
+    # Nothing listens on port 1.
+    app.conf.broker_url = app.conf.broker_write_url = "redis://127.0.0.1:1/0"
     try:
         response = client.get("/healthz")
     finally:
-        app.conf.broker_url = previous
+        app.conf.broker_url, app.conf.broker_write_url = previous
     assert response.status_code == 200  # syncs do not need the broker
     assert response.json()["broker"] == "unavailable"
     assert response.json()["status"] == "degraded"
