@@ -44,6 +44,9 @@ _PROTOBUF_TYPES = {PROTOBUF, "application/protobuf", "application/vnd.google.pro
 _INT_STRING = re.compile(r"-?[0-9]+")
 _RANGES = {UINT32: (0, 2**32 - 1), INT32: (-(2**31), 2**31 - 1)}
 _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# Batches have their own limit (SYNC_MAX_EVENTS_PER_REQUEST); every other list is capped by
+# SYNC_MAX_LIST_LENGTH.
+_BATCH_FIELDS = {"events", "file_access_events", "rules"}
 
 
 @dataclass
@@ -178,7 +181,7 @@ def _from_json(message: str, obj: dict, path: str) -> dict:
         if field.repeated:
             if not isinstance(value, list):
                 raise bad_request(f"Field {where} must be a list.")
-            if len(value) > settings.SYNC_MAX_LIST_LENGTH and field.type != MESSAGE:
+            if len(value) > settings.SYNC_MAX_LIST_LENGTH and field.name not in _BATCH_FIELDS:
                 raise bad_request(
                     f"Field {where} has more than SYNC_MAX_LIST_LENGTH "
                     f"({settings.SYNC_MAX_LIST_LENGTH}) items.",
@@ -282,7 +285,7 @@ def _from_proto(message: str, parsed, path: str | None = None) -> dict:
         field = by_number[descriptor.number]
         where = f"{path}.{field.name}"
         if field.repeated:
-            if len(value) > settings.SYNC_MAX_LIST_LENGTH and field.type != MESSAGE:
+            if len(value) > settings.SYNC_MAX_LIST_LENGTH and field.name not in _BATCH_FIELDS:
                 raise bad_request(
                     f"Field {where} has more than SYNC_MAX_LIST_LENGTH "
                     f"({settings.SYNC_MAX_LIST_LENGTH}) items.",
