@@ -109,25 +109,20 @@ def enrollment_revoke(*, name: str) -> Enrollment:
 
 def host_set_tags(*, host: Host, tag_names: Iterable[str]) -> list[Tag]:
     """Replace a host's tags; rules of gained/lost tags reach it at its next sync."""
-    tags = tags_get_or_create(tag_names)
-    wanted = {tag.id for tag in tags}
+    names = sorted({normalize_tag_name(name) for name in tag_names})
     with transaction.atomic():
-        current = set(
-            HostTag.objects.select_for_update()
-            .filter(host=host, rev_to__isnull=True)
-            .values_list("tag_id", flat=True)
+        open_spans = HostTag.objects.select_for_update().filter(host=host, rev_to__isnull=True)
+        current = set(open_spans.values_list("tag_id", flat=True))
+        if sorted(Tag.objects.filter(pk__in=current).values_list("name", flat=True)) == names:
+            return list(Tag.objects.filter(name__in=names))
+        # Tags are created only under the revision lock (see rules.services).
+        revision = revision_bump()
+        tags = tags_get_or_create(names)
+        wanted = {tag.id for tag in tags}
+        open_spans.filter(tag_id__in=current - wanted).update(rev_to=revision)
+        HostTag.objects.bulk_create(
+            [HostTag(host=host, tag_id=tag_id, rev_from=revision) for tag_id in wanted - current]
         )
-        if current != wanted:
-            revision = revision_bump()
-            HostTag.objects.filter(
-                host=host, rev_to__isnull=True, tag_id__in=current - wanted
-            ).update(rev_to=revision)
-            HostTag.objects.bulk_create(
-                [
-                    HostTag(host=host, tag_id=tag_id, rev_from=revision)
-                    for tag_id in wanted - current
-                ]
-            )
     return tags
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from hosts.errors import HostsError
+from hosts.errors import HostsError, InvalidTag
 from hosts.models import Host, Tag
-from hosts.services import revision_bump, tags_get_or_create
+from hosts.services import normalize_tag_name, revision_bump, tags_get_or_create
 
 from .errors import InvalidRule, RuleConflict, RulesError
 from .identifiers import normalize_identifier
@@ -48,9 +48,12 @@ class _Valid:
     custom_url: str
     cel_expr: str
     comment: str
-    tags: tuple[Tag, ...]
-    excluded_tags: tuple[Tag, ...]
+    tag_names: tuple[str, ...]
+    excluded_names: tuple[str, ...]
     hosts: tuple[Host, ...]
+    # Bound inside the writing transaction (_bind_tags), so a refused request creates no tag.
+    tags: tuple[Tag, ...] = ()
+    excluded_tags: tuple[Tag, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -58,7 +61,27 @@ class _Valid:
 
     @property
     def scope_all(self) -> bool:
-        return not self.tags and not self.hosts
+        return not self.tag_names and not self.hosts
+
+
+def _tag_names(names, field: str) -> tuple[str, ...]:
+    try:
+        return tuple(sorted({normalize_tag_name(name) for name in names}))
+    except InvalidTag as exc:
+        raise InvalidRule(exc.detail, field) from None
+
+
+def _bind_tags(valid_items: list[_Valid]) -> list[_Valid]:
+    names = {n for v in valid_items for n in (*v.tag_names, *v.excluded_names)}
+    tags = {tag.name: tag for tag in tags_get_or_create(names)}
+    return [
+        replace(
+            v,
+            tags=tuple(tags[n] for n in v.tag_names),
+            excluded_tags=tuple(tags[n] for n in v.excluded_names),
+        )
+        for v in valid_items
+    ]
 
 
 def _validate(data: RuleInput) -> _Valid:
@@ -90,8 +113,8 @@ def _validate(data: RuleInput) -> _Valid:
     if len(hosts) != len(machine_ids):
         unknown = sorted(set(machine_ids) - {h.machine_id for h in hosts})
         raise InvalidRule(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
-    tags = tags_get_or_create(data.tags)
-    excluded = tags_get_or_create(data.excluded_tags)
+    tags = _tag_names(data.tags, "tags")
+    excluded = _tag_names(data.excluded_tags, "excluded_tags")
     if excluded and hosts and not tags:
         raise InvalidRule(
             "excluded_tags apply to tag or everyone scopes, not to a list of machines.",
@@ -103,8 +126,8 @@ def _validate(data: RuleInput) -> _Valid:
         rule_type=data.rule_type,
         identifier=identifier,
         policy=data.policy,
-        tags=tuple(tags),
-        excluded_tags=tuple(excluded),
+        tag_names=tags,
+        excluded_names=excluded,
         hosts=tuple(hosts),
         **texts,
     )
@@ -122,8 +145,8 @@ def _check_conflicts(valid: _Valid, *, exclude_rule_id: int | None = None) -> No
             raise RuleConflict(
                 f"Rule {clash.pk} already applies {valid.identifier} to every host.", "identifier"
             )
-    if valid.tags:
-        clash = others.filter(tags__in=valid.tags).first()
+    if valid.tag_names:
+        clash = others.filter(tags__name__in=valid.tag_names).first()
         if clash:
             raise RuleConflict(
                 f"Rule {clash.pk} already targets one of these tags for {valid.identifier}.",
@@ -217,7 +240,10 @@ def rules_bulk_create(
     _check_batch_conflicts(valid_items)
     actor = actor if actor is not None and actor.is_authenticated else None
     with transaction.atomic():
-        revision = revision_bump()  # also serialises the conflict checks below
+        # The revision lock first: it serialises the conflict checks below, and tags are only
+        # ever created under it (no lock-order inversion between two writers).
+        revision = revision_bump()
+        valid_items = _bind_tags(valid_items)
         for index, valid in enumerate(valid_items):
             try:
                 _check_conflicts(valid)
@@ -264,7 +290,7 @@ def _check_batch_conflicts(valid_items: list[_Valid]) -> None:
     seen: dict[tuple, int] = {}
     for index, valid in enumerate(valid_items):
         scopes = [("all",)] if valid.scope_all else []
-        scopes += [("tag", t.pk) for t in valid.tags]
+        scopes += [("tag", name) for name in valid.tag_names]
         scopes += [("host", h.pk) for h in valid.hosts]
         for scope in scopes:
             marker = (*valid.key, *scope)
@@ -280,11 +306,16 @@ def _check_batch_conflicts(valid_items: list[_Valid]) -> None:
 
 
 def _unchanged(version: RuleVersion, valid: _Valid) -> bool:
+    names = dict(
+        Tag.objects.filter(pk__in=[*version.tag_ids, *version.excluded_tag_ids]).values_list(
+            "pk", "name"
+        )
+    )
     return (
         (version.rule_type, version.identifier) == valid.key
         and version.payload == (valid.policy, valid.custom_msg, valid.custom_url, valid.cel_expr)
-        and version.tag_ids == sorted(t.pk for t in valid.tags)
-        and version.excluded_tag_ids == sorted(t.pk for t in valid.excluded_tags)
+        and sorted(names[t] for t in version.tag_ids) == list(valid.tag_names)
+        and sorted(names[t] for t in version.excluded_tag_ids) == list(valid.excluded_names)
         and version.host_ids == sorted(h.pk for h in valid.hosts)
     )
 
@@ -296,16 +327,18 @@ def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None =
     """
     valid = _validate(data)
     actor = actor if actor is not None and actor.is_authenticated else None
-    with transaction.atomic():
-        current = RuleVersion.objects.get(rule_id=rule.pk, rev_to__isnull=True)
-        if _unchanged(current, valid):
+    current = RuleVersion.objects.get(rule_id=rule.pk, rev_to__isnull=True)
+    if _unchanged(current, valid):
+        with transaction.atomic():
             rule = Rule.objects.select_for_update().get(pk=rule.pk)
             if rule.comment != valid.comment:
                 rule.comment = valid.comment
                 rule.updated_by = actor
                 rule.save(update_fields=["comment", "updated_by", "updated_at"])
-            return rule
+        return rule
+    with transaction.atomic():
         revision = revision_bump()
+        [valid] = _bind_tags([valid])
         rule = Rule.objects.select_for_update().get(pk=rule.pk)
         _check_conflicts(valid, exclude_rule_id=rule.pk)
         for name in (

@@ -1,7 +1,11 @@
 from rest_framework import serializers
 
+from santaadmin.api import StrictCharField, StrictSerializer
+
+from ..errors import InvalidTag
 from ..models import CleanSync, ClientMode, Host
 from ..selectors import configuration_for_host
+from ..services import normalize_tag_name
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -67,11 +71,11 @@ class HostDetailSerializer(HostSerializer):
         return {"settings": values, "sources": config.sources}
 
 
-class HostUpdateSerializer(serializers.Serializer):
+class HostUpdateSerializer(StrictSerializer):
     """PATCH: tags (names, replacing the current set), mode override, forced clean sync."""
 
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, max_length=100
+        child=StrictCharField(max_length=64), required=False, max_length=100
     )
     client_mode_override = serializers.ChoiceField(
         choices=[*ClientMode.values, ""], required=False, allow_null=True, allow_blank=True
@@ -79,3 +83,9 @@ class HostUpdateSerializer(serializers.Serializer):
     clean_sync_requested = serializers.ChoiceField(
         choices=[*CleanSync.values, ""], required=False, allow_null=True, allow_blank=True
     )
+
+    def validate_tags(self, names: list[str]) -> list[str]:
+        try:
+            return sorted({normalize_tag_name(name) for name in names})
+        except InvalidTag as exc:
+            raise serializers.ValidationError(exc.detail) from None

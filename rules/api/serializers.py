@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from santaadmin.api import StrictCharField, StrictSerializer
+
 from ..models import Policy, Rule, RuleType
 from ..services import RuleInput
 
@@ -40,26 +42,26 @@ class RuleSerializer(serializers.ModelSerializer):
 
 def _names(max_items: int, max_length: int):
     return serializers.ListField(
-        child=serializers.CharField(max_length=max_length),
+        child=StrictCharField(max_length=max_length),
         required=False,
         max_length=max_items,
     )
 
 
-class RuleInputSerializer(serializers.Serializer):
+class RuleInputSerializer(StrictSerializer):
     """What a client may send to create or change a rule."""
 
     rule_type = serializers.ChoiceField(choices=RuleType.values)
-    identifier = serializers.CharField(max_length=255)
+    identifier = StrictCharField(max_length=255)
     policy = serializers.ChoiceField(choices=Policy.values)
-    custom_msg = serializers.CharField(
+    custom_msg = StrictCharField(
         required=False, allow_blank=True, max_length=2048, trim_whitespace=False
     )
-    custom_url = serializers.CharField(required=False, allow_blank=True, max_length=2048)
-    cel_expr = serializers.CharField(
+    custom_url = StrictCharField(required=False, allow_blank=True, max_length=2048)
+    cel_expr = StrictCharField(
         required=False, allow_blank=True, max_length=8192, trim_whitespace=False
     )
-    comment = serializers.CharField(
+    comment = StrictCharField(
         required=False, allow_blank=True, max_length=8192, trim_whitespace=False
     )
     tags = _names(100, 64)
@@ -98,5 +100,5 @@ class RuleInputSerializer(serializers.Serializer):
         }
 
 
-class RuleBulkSerializer(serializers.Serializer):
+class RuleBulkSerializer(StrictSerializer):
     rules = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20000)
