@@ -178,17 +178,28 @@ def _dedupe_key(*parts) -> str:
 # --- ingestion ----------------------------------------------------------------------------------
 
 
-def events_ingest(
-    *,
-    host: Host,
-    events: list[EventIn],
-    file_access_events: list[FileAccessEventIn],
-    bundles_enabled: bool,
-) -> IngestResult:
-    """Store a batch of events (all or nothing) and update the catalogue."""
+@dataclass
+class EventBatch:
+    """A validated batch, ready to store: catalogue rows and event rows without their host."""
+
+    certificates: dict[str, Certificate]
+    binaries: dict[str, Binary]
+    bundles: dict[str, Bundle]
+    bundle_members: set[tuple[str, str]]
+    event_rows: dict[str, Event]
+    faa_rows: list[FileAccessEvent]
+    blocked_bundles: set[str]  # bundle hashes of non-BUNDLE_BINARY events
+
+
+def events_prepare(
+    *, machine_id: str, events: list[EventIn], file_access_events: list[FileAccessEventIn]
+) -> EventBatch:
+    """Validate a whole batch before anything is written (InvalidEvent for the first fault)."""
     now = timezone.now()
     checked = [_validate_event(n, event) for n, event in enumerate(events)]
-    faa_rows = [_file_access_row(host, n, event, now) for n, event in enumerate(file_access_events)]
+    faa_rows = [
+        _file_access_row(machine_id, n, event, now) for n, event in enumerate(file_access_events)
+    ]
 
     certificates: dict[str, Certificate] = {}
     binaries: dict[str, Binary] = {}
@@ -214,11 +225,26 @@ def events_ingest(
             if event.decision == BUNDLE_BINARY:
                 bundle_members.add((facts["bundle_hash"], sha))
         if event.decision == BUNDLE_BINARY:
-            key = _dedupe_key(host.machine_id, BUNDLE_BINARY, facts["bundle_hash"], sha)
+            key = _dedupe_key(machine_id, BUNDLE_BINARY, facts["bundle_hash"], sha)
         else:
-            key = _dedupe_key(host.machine_id, sha, event.execution_time, event.decision, event.pid)
-        event_rows[key] = _event_row(host, key, event, facts, now)
+            key = _dedupe_key(machine_id, sha, event.execution_time, event.decision, event.pid)
+        event_rows[key] = _event_row(key, event, facts, now)
+    blocked_bundles = {
+        facts["bundle_hash"]
+        for event, facts in zip(events, checked, strict=True)
+        if facts["bundle_hash"] and event.decision != BUNDLE_BINARY
+    }
+    return EventBatch(
+        certificates, binaries, bundles, bundle_members, event_rows, faa_rows, blocked_bundles
+    )
 
+
+def events_ingest(*, host: Host, batch: EventBatch, bundles_enabled: bool) -> IngestResult:
+    """Store a validated batch (all or nothing) and update the catalogue."""
+    certificates, binaries, bundles = batch.certificates, batch.binaries, batch.bundles
+    bundle_members, event_rows, faa_rows = batch.bundle_members, batch.event_rows, batch.faa_rows
+    for row in (*event_rows.values(), *faa_rows):
+        row.host = host
     with transaction.atomic():
         # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
         if certificates:
@@ -290,11 +316,7 @@ def events_ingest(
     if bundles_enabled:
         # Ask for every binary of bundles whose blocking event arrived here and whose
         # binaries are not all known yet (§5.4.4: bundle hashes, not binary hashes).
-        asked = {
-            facts["bundle_hash"]
-            for event, facts in zip(events, checked, strict=True)
-            if facts["bundle_hash"] and event.decision != BUNDLE_BINARY
-        }
+        asked = batch.blocked_bundles
         if asked:
             complete = {
                 bundle.bundle_hash
@@ -340,9 +362,8 @@ def _bundle_row(event: EventIn, bundle_hash: str, now) -> Bundle:
     )
 
 
-def _event_row(host: Host, key: str, event: EventIn, facts: dict, now) -> Event:
+def _event_row(key: str, event: EventIn, facts: dict, now) -> Event:
     return Event(
-        host=host,
         dedupe_key=key,
         binary_id=facts["sha"],
         decision=event.decision,
@@ -383,14 +404,14 @@ def _event_row(host: Host, key: str, event: EventIn, facts: dict, now) -> Event:
     )
 
 
-def _file_access_row(host: Host, index: int, event: FileAccessEventIn, now) -> FileAccessEvent:
+def _file_access_row(machine_id: str, index: int, event: FileAccessEventIn, now) -> FileAccessEvent:
     where = f"file_access_events[{index}]"
     if event.decision not in FileAccessDecision.values:
         raise InvalidEvent(f"{where}.decision {event.decision!r} is not a file-access decision.")
     access_time = _timestamp(event.access_time, f"{where}.access_time", required=True)
     first = event.process_chain[0] if event.process_chain else {}
     key = _dedupe_key(
-        host.machine_id,
+        machine_id,
         "faa",
         event.rule_name,
         event.rule_version,
@@ -401,7 +422,6 @@ def _file_access_row(host: Host, index: int, event: FileAccessEventIn, now) -> F
         first.get("file_sha256"),
     )
     return FileAccessEvent(
-        host=host,
         dedupe_key=key,
         rule_name=event.rule_name,
         rule_version=event.rule_version,

@@ -122,8 +122,14 @@ def sync_stage(request_message: str, response_message: str):
                 fmt = codec.body_format(request.META.get("CONTENT_TYPE"))
                 enrollment = _authenticate(request)
                 raw = _read_body(request)
-                if machine_id == DOCTOR_MACHINE_ID and not raw:
-                    # `santactl doctor` posts an empty preflight to check reachability (§1).
+                if machine_id == DOCTOR_MACHINE_ID:
+                    # `santactl doctor` posts an empty preflight to check reachability (§1);
+                    # the id is reserved and never registered as a host.
+                    if request_message != "PreflightRequest":
+                        raise bad_request(
+                            f"{DOCTOR_MACHINE_ID} is reserved for santactl doctor.",
+                            "invalid_machine_id",
+                        )
                     return HttpResponse(codec.encode(response_message, {}, fmt), content_type=fmt)
                 data = codec.decompress(raw, request.META.get("HTTP_CONTENT_ENCODING"))
                 if not data and fmt == codec.PROTOBUF:
@@ -139,6 +145,10 @@ def sync_stage(request_message: str, response_message: str):
                 answer = handler(SyncRequest(request, machine_id, enrollment, message))
                 return HttpResponse(codec.encode(response_message, answer, fmt), content_type=fmt)
             except ProtocolError as exc:
+                if exc.status == 401:
+                    return json_error(
+                        401, exc.code, exc.detail, WWW_Authenticate='Bearer realm="santa-sync"'
+                    )
                 return json_error(exc.status, exc.code, exc.detail)
             except (HostsError, RulesError, InvalidEvent) as exc:
                 return json_error(exc.status, exc.code, exc.detail)

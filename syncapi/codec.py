@@ -14,6 +14,7 @@ silently read it as 0), and so is a string that PostgreSQL cannot store (NUL).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import zlib
@@ -133,6 +134,8 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
             break
     if not inflater.eof:
         raise zlib.error("truncated stream")
+    if inflater.unused_data:
+        raise zlib.error("data after the end of the compressed stream")
     return b"".join(chunks)
 
 
@@ -150,12 +153,33 @@ def decode(message: str, data: bytes, fmt: str) -> dict:
     if not data.strip():
         raise bad_request("Empty body; expected a JSON object.", "invalid_json")
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        value = _JSON.decode(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise bad_request("Body is not valid UTF-8.", "invalid_json") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise bad_request(f"Body is not valid JSON ({exc}).", "invalid_json") from None
     if not isinstance(value, dict):
         raise bad_request("The JSON body must be an object.", "invalid_json")
     return _from_json(message, value, message)
+
+
+def _unique_keys(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"key {duplicate!r} appears twice in one object")
+    return obj
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+# The standard library's parser, because it can refuse a key repeated in one object (as the
+# agent's own parser does, §3.2); orjson keeps the last one silently. It costs microseconds on a
+# preflight. NaN/Infinity literals are refused (only the strings "NaN" etc. are protobuf JSON).
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
 
 
 def _from_json(message: str, obj: dict, path: str) -> dict:
@@ -274,6 +298,11 @@ def _check_string(value: str, where: str) -> str:
         )
     if "\x00" in value:
         raise bad_request(f"Field {where} contains a NUL character.")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. from "\ud800"
+            raise bad_request(f"Field {where} is not valid Unicode.") from None
     return value
 
 

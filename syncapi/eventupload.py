@@ -2,7 +2,13 @@
 
 from django.conf import settings
 
-from events.services import CertificateIn, EventIn, FileAccessEventIn, events_ingest
+from events.services import (
+    CertificateIn,
+    EventIn,
+    FileAccessEventIn,
+    events_ingest,
+    events_prepare,
+)
 from hosts.selectors import configuration_for_host
 from hosts.services import host_record_eventupload, host_register
 
@@ -90,18 +96,16 @@ def eventupload(sync: SyncRequest) -> dict:
             "too_many_events",
             f"The batch holds more than SYNC_MAX_EVENTS_PER_REQUEST ({limit}) events.",
         )
-    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
-    # Only a blocking event from inside a bundle can lead to a bundle request (§5.4.4).
-    bundled = any(
-        e.get("file_bundle_hash") and e.get("decision") != "BUNDLE_BINARY" for e in events
-    )
-    bundles = bundled and bool(configuration_for_host(host).enable_bundles)
-    result = events_ingest(
-        host=host,
+    # The whole batch is checked before the host is registered: a refused upload stores nothing.
+    batch = events_prepare(
+        machine_id=sync.machine_id,
         events=[event_from(e) for e in events],
         file_access_events=[file_access_event_from(e) for e in file_access],
-        bundles_enabled=bundles,
     )
+    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    # Only a blocking event from inside a bundle can lead to a bundle request (§5.4.4).
+    bundles = bool(batch.blocked_bundles) and bool(configuration_for_host(host).enable_bundles)
+    result = events_ingest(host=host, batch=batch, bundles_enabled=bundles)
     host_record_eventupload(host=host)
     if result.bundle_binaries_wanted:
         return {"event_upload_bundle_binaries": result.bundle_binaries_wanted}

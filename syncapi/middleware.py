@@ -5,6 +5,7 @@ Agents need exact 200s, never a redirect (APPEND_SLASH, HTTPS or login redirects
 sessions, CSRF, auth, messages and redirects off the hot path entirely.
 """
 
+from django.core.exceptions import DisallowedHost
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
@@ -21,6 +22,10 @@ class SyncMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(PREFIX):
             return self.get_response(request)
+        try:
+            request.get_host()  # ALLOWED_HOSTS, as for every other URL
+        except DisallowedHost:
+            return json_error(400, "invalid_host", "The Host header is not allowed.")
         try:
             match = self.resolver.resolve(request.path_info)
         except Resolver404:

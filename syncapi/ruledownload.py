@@ -44,11 +44,10 @@ def _read_cursor(cursor: str, machine_id: str) -> dict:
 
 @sync_stage("RuleDownloadRequest", "RuleDownloadResponse")
 def ruledownload(sync: SyncRequest) -> dict:
-    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
     cursor = sync.message.get("cursor")
-    if cursor:
-        state = _read_cursor(cursor, sync.machine_id)
-    else:
+    state = _read_cursor(cursor, sync.machine_id) if cursor else None  # before any write
+    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    if state is None:
         clean = host.rules_synced_rev is None or host.pending_sync_type in (
             SyncType.CLEAN,
             SyncType.CLEAN_ALL,

@@ -78,3 +78,31 @@ def test_a_wrong_secret_is_not_rescued_by_a_certificate(make_agent, enrollment, 
     with pytest.raises(SyncFailed) as failure:
         agent.sync()
     assert failure.value.status == 401
+
+
+def test_unauthenticated_answers_name_the_scheme(client, db):
+    response = client.post("/sync/preflight/MAC-1", data=b"{}", content_type="application/json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="santa-sync"'
+
+
+def test_doctor_id_is_reserved(make_agent):
+    doctor = make_agent(machine_id="santactl-doctor-test")
+    doctor.preflight()  # any preflight body: answered, never registered
+    assert not Host.objects.exists()
+    with pytest.raises(SyncFailed) as failure:
+        doctor.upload_events([])
+    assert failure.value.status == 400
+
+
+def test_sync_urls_respect_allowed_hosts(agent, client, enrollment):
+    response = client.post(
+        f"/sync/preflight/{agent.machine_id}",
+        data=b"{}",
+        content_type="application/json",
+        HTTP_HOST="evil.example.net",
+        HTTP_AUTHORIZATION=f"Bearer {enrollment[1]}",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_host"
+    assert not Host.objects.exists()

@@ -152,3 +152,14 @@ def test_decompression_is_capped(settings):
     assert codec.decompress(zlib.compress(b"{}"), "deflate") == b"{}"
     raw = zlib.compressobj(wbits=-15)
     assert codec.decompress(raw.compress(b"{}") + raw.flush(), "deflate") == b"{}"
+
+
+@pytest.mark.parametrize("encoding", ["deflate", "gzip"])
+def test_data_after_the_compressed_stream_is_refused(encoding):
+    import gzip
+    import zlib
+
+    body = (zlib.compress if encoding == "deflate" else gzip.compress)(b"{}") + b"garbage"
+    with pytest.raises(codec.ProtocolError) as error:
+        codec.decompress(body, encoding)
+    assert error.value.status == 400
