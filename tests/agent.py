@@ -44,6 +44,16 @@ COUNT_FIELDS = {
 }
 
 
+def held(policy: str, custom_msg: str = "", custom_url: str = "", cel_expr: str = "") -> dict:
+    """A rule as the simulated agent stores it (the value in `SimulatedAgent.rules`)."""
+    return {
+        "policy": policy,
+        "custom_msg": custom_msg,
+        "custom_url": custom_url,
+        "cel_expr": cel_expr,
+    }
+
+
 class SyncFailed(Exception):
     def __init__(self, stage: str, status: int, body: bytes):
         super().__init__(f"{stage} answered {status}: {body[:300]!r}")

@@ -8,6 +8,7 @@ import pytest
 from django.utils.dateparse import parse_datetime
 
 from hosts.models import Host, Revision
+from tests.agent import held
 
 HOSTS = "/api/v1/hosts/"
 RULES = "/api/v1/rules/"
@@ -62,15 +63,6 @@ def api_rule_set(api, machine_id) -> dict:
             name: rule[name] for name in ("policy", "custom_msg", "custom_url", "cel_expr")
         }
     return rules
-
-
-def held(policy, custom_msg="", custom_url="", cel_expr="") -> dict:
-    return {
-        "policy": policy,
-        "custom_msg": custom_msg,
-        "custom_url": custom_url,
-        "cel_expr": cel_expr,
-    }
 
 
 @pytest.fixture

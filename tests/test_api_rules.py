@@ -8,6 +8,7 @@ from django.conf import settings
 
 from hosts.models import Revision, Tag
 from rules.models import Rule, RuleVersion
+from tests.agent import held
 
 URL = "/api/v1/rules/"
 BULK = "/api/v1/rules/bulk/"
@@ -35,16 +36,6 @@ def create(api, **fields) -> dict:
     response = api.post(URL, rule_payload(**fields), format="json")
     assert response.status_code == 201, response.content
     return response.json()
-
-
-def held(policy, custom_msg="", custom_url="", cel_expr="") -> dict:
-    """A rule as the simulated agent stores it."""
-    return {
-        "policy": policy,
-        "custom_msg": custom_msg,
-        "custom_url": custom_url,
-        "cel_expr": cel_expr,
-    }
 
 
 def assert_error(response, status, field=None) -> dict:

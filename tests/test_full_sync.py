@@ -6,7 +6,7 @@ from hosts.models import Host
 from hosts.services import host_set_tags
 from rules.models import Rule
 from rules.services import RuleInput, rule_create, rule_delete, rule_update
-from tests.agent import SyncFailed
+from tests.agent import SyncFailed, held
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -161,12 +161,7 @@ def test_interrupted_pagination_applies_nothing_and_is_repeated(agent, settings)
 def test_client_requested_clean_sync_replaces_local_rules(agent):
     rule_create(data=RuleInput("BINARY", SHA_A, "BLOCKLIST"))
     agent.sync()
-    agent.rules[("BINARY", SHA_C)] = {
-        "policy": "ALLOWLIST",
-        "custom_msg": "",
-        "custom_url": "",
-        "cel_expr": "",
-    }  # a rule added locally (santactl)
+    agent.rules[("BINARY", SHA_C)] = held("ALLOWLIST")  # a rule added locally (santactl)
     agent.request_clean_sync("CLEAN")
     result = agent.sync()
     assert result.sync_type == "CLEAN"
@@ -179,12 +174,7 @@ def test_clean_sync_of_an_empty_set_empties_the_host(agent):
     rule = rule_create(data=RuleInput("BINARY", SHA_A, "BLOCKLIST"))
     agent.sync()
     rule_delete(rule=rule)
-    agent.rules[("BINARY", SHA_C)] = {
-        "policy": "ALLOWLIST",
-        "custom_msg": "",
-        "custom_url": "",
-        "cel_expr": "",
-    }
+    agent.rules[("BINARY", SHA_C)] = held("ALLOWLIST")
     agent.request_clean_sync("CLEAN_ALL")
     agent.sync()
     assert agent.rules == {}
@@ -246,12 +236,7 @@ def test_excluded_tag_and_remove_policy(make_agent):
     assert excluded.rules == {}
 
     # A REMOVE rule for one host takes a locally added rule away from it.
-    excluded.rules[("BINARY", SHA_B)] = {
-        "policy": "ALLOWLIST",
-        "custom_msg": "",
-        "custom_url": "",
-        "cel_expr": "",
-    }
+    excluded.rules[("BINARY", SHA_B)] = held("ALLOWLIST")
     rule_create(data=RuleInput("BINARY", SHA_B, "REMOVE", machine_ids=(excluded.machine_id,)))
     excluded.sync()
     assert excluded.rules == {}
@@ -264,12 +249,7 @@ def test_drift_is_flagged_when_local_rules_change(agent):
     host = Host.objects.get(machine_id=agent.machine_id)
     assert host.drift_reasons == []
 
-    agent.rules[("BINARY", SHA_C)] = {
-        "policy": "ALLOWLIST",
-        "custom_msg": "",
-        "custom_url": "",
-        "cel_expr": "",
-    }
+    agent.rules[("BINARY", SHA_C)] = held("ALLOWLIST")
     agent.sync()
     host.refresh_from_db()
     assert any("rule counts differ" in reason for reason in host.drift_reasons)
@@ -283,12 +263,7 @@ def test_drift_answered_with_clean_sync_where_configured(agent):
     ConfigurationProfile.objects.filter(is_default=True).update(clean_sync_on_drift=True)
     rule_create(data=RuleInput("BINARY", SHA_A, "BLOCKLIST"))
     agent.sync()
-    agent.rules[("BINARY", SHA_C)] = {
-        "policy": "ALLOWLIST",
-        "custom_msg": "",
-        "custom_url": "",
-        "cel_expr": "",
-    }
+    agent.rules[("BINARY", SHA_C)] = held("ALLOWLIST")
     assert agent.sync().sync_type == "CLEAN"
     assert _held(agent) == {("BINARY", SHA_A): "BLOCKLIST"}
 
