@@ -55,7 +55,16 @@ class RuleViewSet(viewsets.ModelViewSet):
         for index, item in enumerate(envelope.validated_data["rules"]):
             payload = RuleInputSerializer(data=item)
             if not payload.is_valid():
-                raise ValidationError({"rules": {index: payload.errors}})
+                # Same shape as a domain error in a bulk request: fields plus the item's index.
+                return Response(
+                    {
+                        "error": "invalid",
+                        "detail": f"Item {index} is invalid.",
+                        "fields": payload.errors,
+                        "index": index,
+                    },
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
             inputs.append(payload.to_input())
         rules = rules_bulk_create(items=inputs, actor=request.user)
         created = self.get_queryset().filter(pk__in=[r.pk for r in rules]).order_by("pk")
