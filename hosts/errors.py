@@ -14,10 +14,6 @@ class InvalidTag(HostsError):
     code = "invalid_tag"
 
 
-class InvalidMachineId(HostsError):
-    code = "invalid_machine_id"
-
-
 class EnrollmentExists(HostsError):
     status = 409
     code = "enrollment_exists"
