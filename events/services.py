@@ -205,6 +205,7 @@ def events_prepare(
     binaries: dict[str, Binary] = {}
     bundles: dict[str, Bundle] = {}
     bundle_members: set[tuple[str, str]] = set()
+    blocked_bundles: set[str] = set()
     event_rows: dict[str, Event] = {}
     for event, facts in zip(events, checked, strict=True):
         sha = facts["sha"]
@@ -224,16 +225,13 @@ def events_prepare(
             bundles[facts["bundle_hash"]] = _bundle_row(event, facts["bundle_hash"], now)
             if event.decision == BUNDLE_BINARY:
                 bundle_members.add((facts["bundle_hash"], sha))
+            else:
+                blocked_bundles.add(facts["bundle_hash"])
         if event.decision == BUNDLE_BINARY:
             key = _dedupe_key(machine_id, BUNDLE_BINARY, facts["bundle_hash"], sha)
         else:
             key = _dedupe_key(machine_id, sha, event.execution_time, event.decision, event.pid)
         event_rows[key] = _event_row(key, event, facts, now)
-    blocked_bundles = {
-        facts["bundle_hash"]
-        for event, facts in zip(events, checked, strict=True)
-        if facts["bundle_hash"] and event.decision != BUNDLE_BINARY
-    }
     return EventBatch(
         certificates, binaries, bundles, bundle_members, event_rows, faa_rows, blocked_bundles
     )
