@@ -172,6 +172,7 @@ class Event(models.Model):
             models.Index(fields=["binary", "execution_time"], name="event_binary_time"),
             models.Index(fields=["decision", "execution_time"], name="event_decision_time"),
             models.Index(fields=["execution_time"], name="event_time"),
+            models.Index(fields=["received_at"], name="event_received"),
         ]
 
     def __str__(self) -> str:
@@ -193,7 +194,10 @@ class FileAccessEvent(models.Model):
 
     class Meta:
         ordering = ["-access_time", "-id"]
-        indexes = [models.Index(fields=["host", "access_time"], name="faaevent_host_time")]
+        indexes = [
+            models.Index(fields=["host", "access_time"], name="faaevent_host_time"),
+            models.Index(fields=["received_at"], name="faaevent_received"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.decision} {self.target} on {self.host_id}"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
@@ -429,3 +430,34 @@ def _file_access_row(machine_id: str, index: int, event: FileAccessEventIn, now)
         process_chain=list(event.process_chain),
         received_at=now,
     )
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def events_prune(*, now=None, batch: int = 10_000) -> dict:
+    """Delete execution and file-access events received more than EVENT_RETENTION_DAYS ago.
+
+    Deletes in batches of primary keys, each its own short transaction, so a large backlog
+    never holds long locks or one huge transaction. The catalogue (binaries, certificates,
+    bundles) is kept: rules and approvals refer to it.
+    """
+    days = settings.EVENT_RETENTION_DAYS
+    if days <= 0:
+        return {"events": 0, "file_access_events": 0, "retention_days": days}
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted = {}
+    for model, label in ((Event, "events"), (FileAccessEvent, "file_access_events")):
+        total = 0
+        while True:
+            ids = list(
+                model.objects.filter(received_at__lt=cutoff)
+                .order_by("id")
+                .values_list("id", flat=True)[:batch]
+            )
+            if not ids:
+                break
+            total += model.objects.filter(id__in=ids).delete()[0]
+        deleted[label] = total
+    deleted["retention_days"] = days
+    return deleted

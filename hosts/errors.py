@@ -27,3 +27,12 @@ class EnrollmentNotFound(HostsError):
 class MachineBoundToOtherEnrollment(HostsError):
     status = 403
     code = "machine_bound_to_other_enrollment"
+
+
+class InvalidTagRule(HostsError):
+    code = "invalid_tag_rule"
+
+
+class TagRuleExists(HostsError):
+    status = 409
+    code = "tag_rule_exists"

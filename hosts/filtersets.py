@@ -1,7 +1,7 @@
 import django_filters
 from django.db.models import Q
 
-from .models import ClientMode, Host
+from .models import ClientMode, FanOut, FanOutKind, FanOutState, Host, TagFact, TagRule
 
 
 class HostFilterSet(django_filters.FilterSet):
@@ -15,6 +15,9 @@ class HostFilterSet(django_filters.FilterSet):
     santa_version = django_filters.CharFilter()
     enrollment = django_filters.CharFilter(field_name="enrollment__name")
     drifted = django_filters.BooleanFilter(method="filter_drifted")
+    stale = django_filters.BooleanFilter(
+        field_name="stale_since", lookup_expr="isnull", exclude=True
+    )
     rules_dropped = django_filters.BooleanFilter()
 
     class Meta:
@@ -29,3 +32,21 @@ class HostFilterSet(django_filters.FilterSet):
     def filter_drifted(self, queryset, name, value):
         drifted = Q(drift_detected_at__isnull=False)
         return queryset.filter(drifted) if value else queryset.exclude(drifted)
+
+
+class TagRuleFilterSet(django_filters.FilterSet):
+    tag = django_filters.CharFilter(field_name="tag__name")
+    fact = django_filters.ChoiceFilter(choices=TagFact.choices)
+
+    class Meta:
+        model = TagRule
+        fields = ["tag", "fact"]
+
+
+class FanOutFilterSet(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=FanOutKind.choices)
+    state = django_filters.ChoiceFilter(choices=FanOutState.choices)
+
+    class Meta:
+        model = FanOut
+        fields = ["kind", "state"]

@@ -156,10 +156,22 @@ class Host(models.Model):
     )
     drift_detected_at = models.DateTimeField(null=True, blank=True)
     drift_reasons = models.JSONField(default=list, blank=True)
+    drift_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last server-side audit of the delivered rule counts."
+    )
+    # Liveness: each preflight sets `stale_after` to now + HOST_STALE_MISSED_SYNCS full-sync
+    # intervals (the host's own interval) and clears `stale_since`; the periodic task marks
+    # hosts whose `stale_after` has passed.
+    stale_after = models.DateTimeField(null=True, blank=True)
+    stale_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["machine_id"]
-        indexes = [models.Index(fields=["last_postflight_at"], name="host_last_postflight")]
+        indexes = [
+            models.Index(fields=["last_postflight_at"], name="host_last_postflight"),
+            models.Index(fields=["stale_after"], name="host_stale_after"),
+            models.Index(fields=["rules_synced_rev"], name="host_rules_synced_rev"),
+        ]
 
     def __str__(self) -> str:
         return self.machine_id
@@ -169,22 +181,32 @@ class Host(models.Model):
         return bool(self.drift_reasons)
 
 
+class TagSource(models.TextChoices):
+    MANUAL = "manual", "Assigned (by hand, API or enrollment)"
+    AUTO = "auto", "Automatic (tag rule on host facts)"
+
+
 class HostTag(models.Model):
     """A host's membership of a tag during [rev_from, rev_to); rev_to null = current.
 
     Keeping the history lets a rule download compute what a host should have held at its last
-    sync position, without a per-host copy of its rules.
+    sync position, without a per-host copy of its rules. A host is in a tag when it has an open
+    span of either source: assigned memberships and those tag rules compute are kept apart, so
+    editing one never undoes the other.
     """
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="tag_spans")
     tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="host_spans")
+    source = models.CharField(max_length=8, choices=TagSource.choices, default=TagSource.MANUAL)
     rev_from = models.BigIntegerField()
     rev_to = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["host", "tag"], condition=Q(rev_to__isnull=True), name="hosttag_one_open"
+                fields=["host", "tag", "source"],
+                condition=Q(rev_to__isnull=True),
+                name="hosttag_one_open",
             )
         ]
         indexes = [
@@ -194,6 +216,55 @@ class HostTag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host_id} in tag {self.tag_id} [{self.rev_from}, {self.rev_to or ''})"
+
+
+class TagFact(models.TextChoices):
+    PRIMARY_USER = "primary_user", "Primary user"
+    PRIMARY_USER_GROUPS = "primary_user_groups", "Primary user's groups"
+    HOSTNAME = "hostname", "Hostname"
+    SERIAL_NUMBER = "serial_number", "Serial number"
+    MODEL_IDENTIFIER = "model_identifier", "Model identifier"
+    OS_VERSION = "os_version", "macOS version"
+    OS_BUILD = "os_build", "macOS build"
+    SANTA_VERSION = "santa_version", "Santa version"
+    ENROLLMENT = "enrollment", "Enrollment name"
+
+
+class TagOperator(models.TextChoices):
+    EQUALS = "equals", "equals"
+    CONTAINS = "contains", "contains (text) / has member (groups)"
+    STARTS_WITH = "starts_with", "starts with"
+    MATCHES = "matches", "matches the regular expression"
+    VERSION_BELOW = "version_below", "version below"
+    VERSION_AT_LEAST = "version_at_least", "version at least"
+
+
+class TagRule(models.Model):
+    """Puts every host whose reported fact satisfies a condition into `tag`.
+
+    Several tag rules for one tag are alternatives (a host matching any of them is in the
+    tag). They are evaluated for a host at each preflight, and for the whole fleet by a worker
+    whenever a tag rule is created, changed or deleted.
+    """
+
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="tag_rules")
+    fact = models.CharField(max_length=32, choices=TagFact.choices)
+    operator = models.CharField(max_length=24, choices=TagOperator.choices)
+    value = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tag__name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tag", "fact", "operator", "value"], name="tagrule_unique_condition"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tag} if {self.fact} {self.operator} {self.value!r}"
 
 
 class ConfigurationProfile(models.Model):
@@ -261,3 +332,44 @@ class ConfigurationProfile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class FanOutKind(models.TextChoices):
+    RULES = "rules", "Rule change"
+    TAG_RULES = "tag_rules", "Tag rule change"
+
+
+class FanOutState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed (retried by the reconciler)"
+
+
+class FanOut(models.Model):
+    """Work for the Celery workers that follows a committed change, proportional to hosts.
+
+    The row is written in the change's own transaction and the task is sent on commit, so a
+    change never exists without its fan-out record; if the message is lost (broker down,
+    worker crash) the periodic reconciler finds the row still queued and runs it. The work
+    itself is recomputed from the database each time: running it twice, late or out of order
+    gives the same result. Rule delivery never waits for it: agents read the revisioned rule
+    tables directly (docs/architecture.md).
+    """
+
+    kind = models.CharField(max_length=16, choices=FanOutKind.choices)
+    revision = models.BigIntegerField(help_text="Fleet revision of the change.")
+    rule_ids = models.JSONField(default=list, blank=True)
+    state = models.CharField(max_length=8, choices=FanOutState.choices, default=FanOutState.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["state", "created_at"], name="fanout_state_created")]
+
+    def __str__(self) -> str:
+        return f"fan-out {self.pk} ({self.kind} @{self.revision}): {self.state}"

@@ -6,30 +6,44 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .errors import EnrollmentExists, EnrollmentNotFound, InvalidTag, MachineBoundToOtherEnrollment
+from . import tagging
+from .errors import (
+    EnrollmentExists,
+    EnrollmentNotFound,
+    InvalidTag,
+    MachineBoundToOtherEnrollment,
+    TagRuleExists,
+)
+from .fanout import fanout_record
 from .models import (
     TAG_NAME_PATTERN,
     CleanSync,
     Enrollment,
+    FanOut,
+    FanOutKind,
     Host,
     HostTag,
     Revision,
     SyncType,
     Tag,
+    TagRule,
+    TagSource,
 )
 from .selectors import (
     SyncConfiguration,
     configuration_for_host,
     hash_secret,
-    host_tag_ids,
     revision_current,
 )
 
+DEFAULT_FULL_SYNC_INTERVAL = 600  # the agent's default when the server sends none (§5.2)
 RULE_COUNT_KINDS = ("binary", "certificate", "teamid", "signingid", "cdhash", "compiler")
 _TAG_RE = re.compile(TAG_NAME_PATTERN)
 
@@ -108,10 +122,13 @@ def enrollment_revoke(*, name: str) -> Enrollment:
 
 
 def host_set_tags(*, host: Host, tag_names: Iterable[str]) -> list[Tag]:
-    """Replace a host's tags; rules of gained/lost tags reach it at its next sync."""
+    """Replace a host's assigned tags (tag rules' automatic tags are kept apart); rules of
+    gained or lost tags reach it at its next sync."""
     names = sorted({normalize_tag_name(name) for name in tag_names})
     with transaction.atomic():
-        open_spans = HostTag.objects.select_for_update().filter(host=host, rev_to__isnull=True)
+        open_spans = HostTag.objects.select_for_update().filter(
+            host=host, rev_to__isnull=True, source=TagSource.MANUAL
+        )
         current = set(open_spans.values_list("tag_id", flat=True))
         if sorted(Tag.objects.filter(pk__in=current).values_list("name", flat=True)) == names:
             return list(Tag.objects.filter(name__in=names))
@@ -168,6 +185,130 @@ def host_register(*, machine_id: str, enrollment: Enrollment) -> Host:
         )
     host.enrollment = enrollment
     return host
+
+
+# --- tag rules ----------------------------------------------------------------------------------
+
+
+def _tag_rule_changed(revision: int) -> FanOut:
+    return fanout_record(kind=FanOutKind.TAG_RULES, revision=revision)
+
+
+def tag_rule_create(
+    *, tag_name: str, fact: str, operator: str, value: str, description: str = ""
+) -> TagRule:
+    """Add an automatic-tag condition; a worker then re-tags the fleet (hosts also re-evaluate
+    it at their next preflight)."""
+    tagging.validate_condition(fact, operator, value)
+    name = normalize_tag_name(tag_name)
+    with transaction.atomic():
+        revision = revision_bump()  # tags are created only under the revision lock
+        (tag,) = tags_get_or_create([name])
+        if TagRule.objects.filter(tag=tag, fact=fact, operator=operator, value=value).exists():
+            raise TagRuleExists(f"Tag {name!r} already has this condition.")
+        rule = TagRule.objects.create(
+            tag=tag, fact=fact, operator=operator, value=value, description=description
+        )
+        _tag_rule_changed(revision)
+    return rule
+
+
+def tag_rule_update(*, rule: TagRule, **changes) -> TagRule:
+    fact = changes.get("fact", rule.fact)
+    operator = changes.get("operator", rule.operator)
+    value = changes.get("value", rule.value)
+    tagging.validate_condition(fact, operator, value)
+    with transaction.atomic():
+        revision = revision_bump()
+        if "tag_name" in changes:
+            (rule.tag,) = tags_get_or_create([normalize_tag_name(changes["tag_name"])])
+        duplicate = TagRule.objects.filter(
+            tag=rule.tag, fact=fact, operator=operator, value=value
+        ).exclude(pk=rule.pk)
+        if duplicate.exists():
+            raise TagRuleExists(f"Tag {rule.tag.name!r} already has this condition.")
+        rule.fact, rule.operator, rule.value = fact, operator, value
+        rule.description = changes.get("description", rule.description)
+        rule.save()
+        _tag_rule_changed(revision)
+    return rule
+
+
+def tag_rule_delete(*, rule: TagRule) -> None:
+    with transaction.atomic():
+        revision = revision_bump()
+        rule.delete()
+        _tag_rule_changed(revision)
+
+
+def _auto_spans(host_ids) -> dict[int, set[int]]:
+    spans: dict[int, set[int]] = {host_id: set() for host_id in host_ids}
+    for host_id, tag_id in HostTag.objects.filter(
+        host_id__in=list(host_ids), source=TagSource.AUTO, rev_to__isnull=True
+    ).values_list("host_id", "tag_id"):
+        spans[host_id].add(tag_id)
+    return spans
+
+
+def _apply_auto_tags(changes: dict[int, tuple[set[int], set[int]]]) -> int:
+    """Apply {host: (tags to add, tags to remove)} at one new revision; returns it."""
+    revision = revision_bump()
+    for host_id, (_, lost) in changes.items():
+        if lost:
+            HostTag.objects.filter(
+                host_id=host_id, tag_id__in=lost, source=TagSource.AUTO, rev_to__isnull=True
+            ).update(rev_to=revision)
+    HostTag.objects.bulk_create(
+        [
+            HostTag(host_id=host_id, tag_id=tag_id, source=TagSource.AUTO, rev_from=revision)
+            for host_id, (gained, _) in changes.items()
+            for tag_id in gained
+        ]
+    )
+    return revision
+
+
+def tag_rules_apply_batch(*, after_id: int = 0, limit: int = 1000) -> tuple[int | None, int]:
+    """Re-evaluate tag rules for up to `limit` hosts with id > after_id, in one transaction and
+    at most one revision. Returns (last host id, or None when done; hosts re-tagged)."""
+    conds = tagging.conditions()
+    fields = ("id", "enrollment__name", *tagging.FACT_FIELDS)
+    rows = list(Host.objects.filter(id__gt=after_id).order_by("id").values(*fields)[:limit])
+    if not rows:
+        return None, 0
+    with transaction.atomic():
+        current = _auto_spans([row["id"] for row in rows])
+        changes = {}
+        for row in rows:
+            row[tagging.TagFact.ENROLLMENT] = row.pop("enrollment__name")
+            wanted = tagging.auto_tag_ids(conds, row)
+            have = current[row["id"]]
+            if wanted != have:
+                changes[row["id"]] = (wanted - have, have - wanted)
+        if changes:
+            _apply_auto_tags(changes)
+    return (rows[-1]["id"] if len(rows) == limit else None), len(changes)
+
+
+def tag_rules_apply_fleet(fanout: FanOut | None = None) -> dict:
+    """The TAG_RULES fan-out: every host's automatic tags recomputed from the current tag
+    rules (so a late or repeated run converges to the same memberships)."""
+    after, retagged = 0, 0
+    while after is not None:
+        after, changed = tag_rules_apply_batch(after_id=after, limit=settings.TAG_RULES_BATCH_SIZE)
+        retagged += changed
+    return {"hosts_retagged": retagged}
+
+
+# --- periodic -----------------------------------------------------------------------------------
+
+
+def hosts_mark_stale(*, now=None) -> int:
+    """Mark hosts that missed HOST_STALE_MISSED_SYNCS full-sync intervals (one UPDATE)."""
+    now = now or timezone.now()
+    return Host.objects.filter(stale_since__isnull=True, stale_after__lt=now).update(
+        stale_since=F("stale_after")
+    )
 
 
 @dataclass(frozen=True)
@@ -233,10 +374,25 @@ def _drift_reasons(host: Host, facts: PreflightFacts) -> list[str]:
     return reasons
 
 
+def _preflight_tags(host: Host, facts: PreflightFacts) -> set[int]:
+    """The host's tags after re-evaluating tag rules on the facts it just reported."""
+    spans = list(
+        HostTag.objects.filter(host=host, rev_to__isnull=True).values_list("tag_id", "source")
+    )
+    auto = {tag for tag, source in spans if source == TagSource.AUTO}
+    values = {name: getattr(facts, name) for name in tagging.FACT_FIELDS}
+    values[tagging.TagFact.ENROLLMENT] = host.enrollment.name
+    wanted = tagging.auto_tag_ids(tagging.conditions(), values)
+    if wanted != auto:
+        with transaction.atomic():
+            _apply_auto_tags({host.pk: (wanted - auto, auto - wanted)})
+    return {tag for tag, source in spans if source == TagSource.MANUAL} | wanted
+
+
 def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
     """Record a preflight's facts and decide the sync type and configuration to answer with."""
     now = timezone.now()
-    tag_ids = host_tag_ids(host)
+    tag_ids = _preflight_tags(host, facts)
     configuration = configuration_for_host(host, tag_ids)
     reasons = _drift_reasons(host, facts)
 
@@ -271,6 +427,12 @@ def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
         "pending_sync_type": sync_type,
         "drift_reasons": reasons,
         "drift_detected_at": (host.drift_detected_at or now) if reasons else None,
+        "stale_since": None,
+        "stale_after": now
+        + timedelta(
+            seconds=settings.HOST_STALE_MISSED_SYNCS
+            * (configuration.full_sync_interval or DEFAULT_FULL_SYNC_INTERVAL)
+        ),
     }
     Host.objects.filter(pk=host.pk).update(**updates)
     for name, value in updates.items():

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from hosts.models import Host, Tag
+from hosts.models import FanOut, Host, Tag
 
 
 class RuleType(models.TextChoices):
@@ -80,6 +80,14 @@ class Rule(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     revision = models.BigIntegerField(help_text="Fleet revision of the rule's last change.")
+    # The fan-out of the rule's last change, and the delivery summary the workers keep for
+    # lists and reports (detail views compute it live: rules.tracking.rule_delivery).
+    fanout = models.ForeignKey(
+        FanOut, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_hosts = models.PositiveIntegerField(null=True, blank=True)
+    confirmed_hosts = models.PositiveIntegerField(null=True, blank=True)
+    delivery_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["rule_type", "identifier", "id"]

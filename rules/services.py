@@ -12,7 +12,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from hosts.errors import HostsError, InvalidTag
-from hosts.models import Host, Tag
+from hosts.fanout import fanout_record
+from hosts.models import FanOut, FanOutKind, Host, Tag
 from hosts.services import normalize_tag_name, revision_bump, tags_get_or_create
 
 from .errors import InvalidRule, RuleConflict, RulesError
@@ -243,6 +244,7 @@ def rules_bulk_create(
         # The revision lock first: it serialises the conflict checks below, and tags are only
         # ever created under it (no lock-order inversion between two writers).
         revision = revision_bump()
+        fanout = fanout_record(kind=FanOutKind.RULES, revision=revision)
         valid_items = _bind_tags(valid_items)
         for index, valid in enumerate(valid_items):
             try:
@@ -263,6 +265,7 @@ def rules_bulk_create(
                     created_by=actor,
                     updated_by=actor,
                     revision=revision,
+                    fanout=fanout,
                 )
                 for v in valid_items
             ],
@@ -283,6 +286,7 @@ def rules_bulk_create(
                 batch_size=2000,
             )
         _open_versions(pairs, revision, actor)
+        FanOut.objects.filter(pk=fanout.pk).update(rule_ids=[rule.pk for rule in rules])
     return rules
 
 
@@ -353,6 +357,7 @@ def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None =
             setattr(rule, name, getattr(valid, name))
         rule.updated_by = actor
         rule.revision = revision
+        rule.fanout = fanout_record(kind=FanOutKind.RULES, revision=revision, rule_ids=[rule.pk])
         rule.save()
         _set_scope(rule, valid)
         _close_versions([rule.pk], revision)
@@ -378,4 +383,5 @@ def rules_bulk_delete(*, rule_ids: Sequence[int], actor: AbstractBaseUser | None
             return 0
         _close_versions(existing, revision)
         Rule.objects.filter(pk__in=existing).delete()
+        fanout_record(kind=FanOutKind.RULES, revision=revision, rule_ids=existing)
     return len(existing)

@@ -1,8 +1,9 @@
 """The three roles, as Django groups with model permissions.
 
 * **admin** — everything, including users, roles, enrollments and configuration.
-* **analyst** — reads everything; creates, changes and deletes rules; edits hosts (tags, mode
-  override, clean syncs). Cannot manage users, enrollments or configuration profiles.
+* **analyst** — reads everything; creates, changes and deletes rules and tag rules; edits
+  hosts (tags, mode override, clean syncs). Cannot manage users, enrollments or configuration
+  profiles.
 * **auditor** — reads (and exports) everything; changes nothing.
 
 Every API endpoint checks these permissions (santaadmin.permissions.RolePermission).
@@ -17,7 +18,14 @@ DOMAIN_APPS = ("hosts", "rules", "events")
 
 ANALYST_WRITES = {
     "rules": {"add_rule", "change_rule", "delete_rule"},
-    "hosts": {"change_host", "add_tag", "change_tag"},
+    "hosts": {
+        "change_host",
+        "add_tag",
+        "change_tag",
+        "add_tagrule",
+        "change_tagrule",
+        "delete_tagrule",
+    },
 }
 ADMIN_APPS = ("hosts", "rules", "events", "auth", "authtoken")
 

@@ -199,7 +199,30 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULE: dict = {}
+# Enqueueing never waits on a broker that is down: the change is committed and its FanOut row
+# is picked up by the reconciler (hosts.fanout).
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_TRANSPORT_OPTIONS["socket_connect_timeout"] = CELERY_BROKER_CONNECTION_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"] = CELERY_BROKER_CONNECTION_TIMEOUT * 5
+
+# --- Fan-out and periodic work (Celery beat) ----------------------------------------------------
+# A fan-out still queued this long after its change is run by the reconciler.
+FANOUT_GRACE_SECONDS = env.int("FANOUT_GRACE_SECONDS", default=60)
+FANOUT_RECONCILE_INTERVAL = env.float("FANOUT_RECONCILE_INTERVAL", default=60.0)
+TAG_RULES_BATCH_SIZE = env.int("TAG_RULES_BATCH_SIZE", default=1000)
+# A host is stale once it missed this many of its full-sync intervals.
+HOST_STALE_MISSED_SYNCS = env.int("HOST_STALE_MISSED_SYNCS", default=3)
+# Events received longer ago than this are deleted daily; 0 keeps them forever.
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=180)
+# Hosts whose delivered rule counts the drift audit re-computes per run (every 10 minutes).
+DRIFT_CHECK_BATCH = env.int("DRIFT_CHECK_BATCH", default=200)
+CELERY_BEAT_SCHEDULE = {
+    "fanout-reconcile": {"task": "hosts.fanout_reconcile", "schedule": FANOUT_RECONCILE_INTERVAL},
+    "hosts-mark-stale": {"task": "hosts.mark_stale", "schedule": 300.0},
+    "rules-refresh-delivery": {"task": "rules.refresh_delivery", "schedule": 300.0},
+    "rules-check-drift": {"task": "rules.check_drift", "schedule": 600.0},
+    "events-prune": {"task": "events.prune", "schedule": 3600.0},
+}
 
 # --- Santa sync ---------------------------------------------------------------------------------
 # Every limit is a setting; hitting one answers 413/400 with a message that names it.

@@ -3,7 +3,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from events.api.views import EventViewSet
-from hosts.api.views import HostViewSet
+from hosts.api.views import FanOutViewSet, HostViewSet, TagRuleViewSet
 from rules.api.views import RuleViewSet
 
 from . import views
@@ -12,6 +12,8 @@ router = DefaultRouter()
 router.register("rules", RuleViewSet, basename="rule")
 router.register("hosts", HostViewSet, basename="host")
 router.register("events", EventViewSet, basename="event")
+router.register("tag-rules", TagRuleViewSet, basename="tagrule")
+router.register("fanouts", FanOutViewSet, basename="fanout")
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def environment_variables() -> set[str]:
     source = (ROOT / "santaadmin" / "settings.py").read_text()
     return set(
-        re.findall(r'(?:env|Env\(\))\.(?:str|bool|int|list|path|db_url)\("([A-Z_]+)"', source)
+        re.findall(r'(?:env|Env\(\))\.(?:str|bool|int|float|list|path|db_url)\("([A-Z_]+)"', source)
     )
 
 

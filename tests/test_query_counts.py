@@ -21,7 +21,7 @@ EVENT = {
 # Statements per request: enrollment, host, then the stage's own work. Eventupload also counts
 # the savepoint pair of its transaction (the tests run inside one).
 EXPECTED = {
-    "preflight": 5,  # + host tags, profiles, one UPDATE of the host
+    "preflight": 6,  # + host tags, tag rules, profiles, one UPDATE of the host
     "eventupload": 8,  # + certificates, binaries, events upserts, host UPDATE
     "ruledownload_steady": 3,  # + current revision; nothing changed, nothing computed
     "ruledownload_changes": 7,  # + revision, tag history, changed keys, versions, host UPDATE

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from santaadmin.api import StrictCharField, StrictSerializer
 
 from ..errors import InvalidTag
-from ..models import CleanSync, ClientMode, Host
+from ..models import CleanSync, ClientMode, FanOut, Host, TagFact, TagOperator, TagRule, TagSource
 from ..selectors import configuration_for_host
 from ..services import normalize_tag_name
 
@@ -12,7 +12,9 @@ class HostSerializer(serializers.ModelSerializer):
     enrollment = serializers.SlugRelatedField(read_only=True, slug_field="name")
     tags = serializers.SerializerMethodField()
     client_mode = serializers.CharField(source="reported_client_mode", read_only=True)
+    automatic_tags = serializers.SerializerMethodField()
     drifted = serializers.BooleanField(read_only=True)
+    stale = serializers.SerializerMethodField()
     rules_synced_revision = serializers.IntegerField(source="rules_synced_rev", read_only=True)
 
     class Meta:
@@ -29,6 +31,7 @@ class HostSerializer(serializers.ModelSerializer):
             "primary_user_groups",
             "enrollment",
             "tags",
+            "automatic_tags",
             "client_mode",
             "client_mode_override",
             "clean_sync_requested",
@@ -49,19 +52,56 @@ class HostSerializer(serializers.ModelSerializer):
             "last_eventupload_at",
             "last_ruledownload_at",
             "last_postflight_at",
+            "stale",
+            "stale_since",
         ]
         read_only_fields = fields
 
     def get_tags(self, host: Host) -> list[str]:
-        return sorted(span.tag.name for span in host.current_tag_spans)
+        """Every tag the host is in (assigned or automatic)."""
+        return sorted({span.tag.name for span in host.current_tag_spans})
+
+    def get_automatic_tags(self, host: Host) -> list[str]:
+        """Tags the host is in because a tag rule matches its facts."""
+        return sorted(
+            {span.tag.name for span in host.current_tag_spans if span.source == TagSource.AUTO}
+        )
+
+    def get_stale(self, host: Host) -> bool:
+        return host.stale_since is not None
 
 
 class HostDetailSerializer(HostSerializer):
     configuration = serializers.SerializerMethodField()
+    delivery = serializers.SerializerMethodField()
 
     class Meta(HostSerializer.Meta):
-        fields = [*HostSerializer.Meta.fields, "configuration"]
+        fields = [*HostSerializer.Meta.fields, "configuration", "delivery"]
         read_only_fields = fields
+
+    def get_delivery(self, host: Host) -> dict:
+        """What the host confirmed and what its next sync will send (rules.tracking)."""
+        from rules.tracking import host_delivery
+
+        delivery = host_delivery(host)
+        return {
+            "revision": delivery.revision,
+            "confirmed_revision": delivery.confirmed_revision,
+            "unconfirmed_download_revision": delivery.unconfirmed_download_revision,
+            "confirmed_rules": delivery.confirmed_rules,
+            "in_sync": delivery.in_sync,
+            "pending_count": delivery.pending_count,
+            "pending_count_exact": delivery.pending_count_exact,
+            "pending": [
+                {
+                    "rule_id": rule.rule_id,
+                    "rule_type": rule.rule_type,
+                    "identifier": rule.identifier,
+                    "policy": rule.policy,
+                }
+                for rule in delivery.pending
+            ],
+        }
 
     def get_configuration(self, host: Host) -> dict:
         config = configuration_for_host(host, {s.tag_id for s in host.current_tag_spans})
@@ -89,3 +129,35 @@ class HostUpdateSerializer(StrictSerializer):
             return sorted({normalize_tag_name(name) for name in names})
         except InvalidTag as exc:
             raise serializers.ValidationError(exc.detail) from None
+
+
+class TagRuleSerializer(serializers.ModelSerializer):
+    tag = serializers.SlugRelatedField(read_only=True, slug_field="name")
+
+    class Meta:
+        model = TagRule
+        fields = ["id", "tag", "fact", "operator", "value", "description"]
+        fields += ["created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class TagRuleInputSerializer(StrictSerializer):
+    tag = StrictCharField(max_length=64)
+    fact = serializers.ChoiceField(choices=TagFact.values)
+    operator = serializers.ChoiceField(choices=TagOperator.values)
+    value = StrictCharField(max_length=255, trim_whitespace=False)
+    description = StrictCharField(required=False, allow_blank=True, max_length=2048)
+
+    def validate_tag(self, name: str) -> str:
+        try:
+            return normalize_tag_name(name)
+        except InvalidTag as exc:
+            raise serializers.ValidationError(exc.detail) from None
+
+
+class FanOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FanOut
+        fields = ["id", "kind", "revision", "rule_ids", "state", "attempts", "result", "error"]
+        fields += ["created_at", "started_at", "finished_at"]
+        read_only_fields = fields

@@ -1,5 +1,5 @@
 from django.db.models import Prefetch
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -7,10 +7,24 @@ from rest_framework.response import Response
 from hosts.selectors import revision_current
 from rules.delivery import host_rules
 
-from ..filtersets import HostFilterSet
-from ..models import MACHINE_ID_PATTERN, Host, HostTag
-from ..services import host_request_clean_sync, host_set_mode_override, host_set_tags
-from .serializers import HostDetailSerializer, HostSerializer, HostUpdateSerializer
+from ..filtersets import FanOutFilterSet, HostFilterSet, TagRuleFilterSet
+from ..models import MACHINE_ID_PATTERN, FanOut, Host, HostTag, TagRule
+from ..services import (
+    host_request_clean_sync,
+    host_set_mode_override,
+    host_set_tags,
+    tag_rule_create,
+    tag_rule_delete,
+    tag_rule_update,
+)
+from .serializers import (
+    FanOutSerializer,
+    HostDetailSerializer,
+    HostSerializer,
+    HostUpdateSerializer,
+    TagRuleInputSerializer,
+    TagRuleSerializer,
+)
 
 
 class HostViewSet(
@@ -74,3 +88,52 @@ class HostViewSet(
         response = self.get_paginated_response(data)
         response.data["revision"] = revision
         return response
+
+
+class TagRuleViewSet(viewsets.ModelViewSet):
+    """Automatic tags: a host whose reported fact satisfies the condition is in the tag.
+
+    Changes are re-evaluated for the whole fleet by a worker (see `/api/v1/fanouts/`) and for
+    each host at its next preflight."""
+
+    serializer_class = TagRuleSerializer
+    filterset_class = TagRuleFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return TagRule.objects.select_related("tag")
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        payload = TagRuleInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        rule = tag_rule_create(
+            tag_name=data["tag"],
+            fact=data["fact"],
+            operator=data["operator"],
+            value=data["value"],
+            description=data.get("description", ""),
+        )
+        return Response(TagRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        rule = self.get_object()
+        payload = TagRuleInputSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        changes = dict(payload.validated_data)
+        if "tag" in changes:
+            changes["tag_name"] = changes.pop("tag")
+        rule = tag_rule_update(rule=rule, **changes)
+        return Response(TagRuleSerializer(rule).data)
+
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        tag_rule_delete(rule=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FanOutViewSet(viewsets.ReadOnlyModelViewSet):
+    """Work queued for the Celery workers after rule and tag-rule changes, and its state."""
+
+    serializer_class = FanOutSerializer
+    filterset_class = FanOutFilterSet
+    queryset = FanOut.objects.all()

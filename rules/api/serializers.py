@@ -4,6 +4,7 @@ from santaadmin.api import StrictCharField, StrictSerializer
 
 from ..models import Policy, Rule, RuleType
 from ..services import RuleInput
+from ..tracking import rule_delivery
 
 
 class RuleSerializer(serializers.ModelSerializer):
@@ -36,8 +37,53 @@ class RuleSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "revision",
+            "delivery_summary",
         ]
         read_only_fields = fields
+
+    delivery_summary = serializers.SerializerMethodField()
+
+    def get_delivery_summary(self, rule: Rule) -> dict:
+        """Counts kept by the workers (refreshed after each change and every few minutes)."""
+        return {
+            "target_hosts": rule.target_hosts,
+            "confirmed_hosts": rule.confirmed_hosts,
+            "checked_at": rule.delivery_checked_at,
+        }
+
+
+class RuleDetailSerializer(RuleSerializer):
+    """One rule with its live delivery tracking and the state of its last fan-out."""
+
+    delivery = serializers.SerializerMethodField()
+    fanout = serializers.SerializerMethodField()
+
+    class Meta(RuleSerializer.Meta):
+        fields = [*RuleSerializer.Meta.fields, "delivery", "fanout"]
+        read_only_fields = fields
+
+    def get_delivery(self, rule: Rule) -> dict | None:
+        delivery = rule_delivery(rule)
+        if delivery is None:
+            return None
+        return {
+            "revision": delivery.revision,
+            "target_hosts": delivery.target_hosts,
+            "confirmed_hosts": delivery.confirmed_hosts,
+            "pending_hosts": delivery.pending_hosts,
+            "pending_sample": delivery.pending_sample,
+        }
+
+    def get_fanout(self, rule: Rule) -> dict | None:
+        fanout = rule.fanout
+        if fanout is None:
+            return None
+        return {
+            "id": fanout.pk,
+            "state": fanout.state,
+            "created_at": fanout.created_at,
+            "finished_at": fanout.finished_at,
+        }
 
 
 def _names(max_items: int, max_length: int):

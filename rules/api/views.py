@@ -7,7 +7,12 @@ from rest_framework.response import Response
 from ..filtersets import RuleFilterSet
 from ..models import Rule
 from ..services import rule_create, rule_delete, rule_update, rules_bulk_create
-from .serializers import RuleBulkSerializer, RuleInputSerializer, RuleSerializer
+from .serializers import (
+    RuleBulkSerializer,
+    RuleDetailSerializer,
+    RuleInputSerializer,
+    RuleSerializer,
+)
 
 
 class RuleViewSet(viewsets.ModelViewSet):
@@ -18,13 +23,16 @@ class RuleViewSet(viewsets.ModelViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
-        return Rule.objects.select_related("created_by", "updated_by").prefetch_related(
+        return Rule.objects.select_related("created_by", "updated_by", "fanout").prefetch_related(
             "tags", "excluded_tags", "hosts"
         )
 
+    def get_serializer_class(self):
+        return RuleDetailSerializer if self.action == "retrieve" else RuleSerializer
+
     def _output(self, rule: Rule, code=status.HTTP_200_OK) -> Response:
         rule = self.get_queryset().get(pk=rule.pk)
-        return Response(RuleSerializer(rule).data, status=code)
+        return Response(RuleDetailSerializer(rule).data, status=code)
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         payload = RuleInputSerializer(data=request.data)

@@ -1,0 +1,11 @@
+"""Periodic work of the events app."""
+
+from celery import shared_task
+
+from .services import events_prune
+
+
+@shared_task(name="events.prune")
+def prune_events() -> dict:
+    """Delete events received longer ago than EVENT_RETENTION_DAYS (0 keeps them forever)."""
+    return events_prune()
