@@ -110,7 +110,7 @@ def _validate(data: RuleInput) -> _Valid:
         raise InvalidRule("custom_url must be an http:// or https:// URL.", "custom_url")
 
     machine_ids = sorted(set(data.machine_ids))
-    hosts = list(Host.objects.filter(machine_id__in=machine_ids))
+    hosts = list(Host.objects.filter(machine_id__in=machine_ids)) if machine_ids else []
     if len(hosts) != len(machine_ids):
         unknown = sorted(set(machine_ids) - {h.machine_id for h in hosts})
         raise InvalidRule(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
@@ -132,6 +132,17 @@ def _validate(data: RuleInput) -> _Valid:
         hosts=tuple(hosts),
         **texts,
     )
+
+
+def _existing_keys(keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these keys already have a rule (one query per 500 identifiers), so a bulk
+    import checks conflicts only where there can be one."""
+    wanted, found = set(keys), set()
+    identifiers = sorted({identifier for _, identifier in wanted})
+    for start in range(0, len(identifiers), 500):
+        rows = Rule.objects.filter(identifier__in=identifiers[start : start + 500])
+        found |= set(rows.values_list("rule_type", "identifier")) & wanted
+    return found
 
 
 def _check_conflicts(valid: _Valid, *, exclude_rule_id: int | None = None) -> None:
@@ -246,7 +257,10 @@ def rules_bulk_create(
         revision = revision_bump()
         fanout = fanout_record(kind=FanOutKind.RULES, revision=revision)
         valid_items = _bind_tags(valid_items)
+        existing = _existing_keys([v.key for v in valid_items])
         for index, valid in enumerate(valid_items):
+            if valid.key not in existing:
+                continue  # no rule for this key yet: nothing to clash with
             try:
                 _check_conflicts(valid)
             except RuleConflict as exc:
