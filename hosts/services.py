@@ -250,9 +250,24 @@ def _auto_spans(host_ids) -> dict[int, set[int]]:
     return spans
 
 
-def _apply_auto_tags(changes: dict[int, tuple[set[int], set[int]]]) -> int:
-    """Apply {host: (tags to add, tags to remove)} at one new revision; returns it."""
+def _apply_auto_tags(wanted: dict[int, set[int]]) -> int:
+    """Give these hosts exactly these automatic tags, at one new revision; returns how many
+    hosts changed. Call inside transaction.atomic().
+
+    The differences are computed again under the revision lock, which every writer of tag
+    spans takes, so a preflight and a fleet re-tag of the same host cannot both insert the
+    same span. When nothing is left to change the transaction is rolled back (no revision is
+    spent)."""
     revision = revision_bump()
+    current = _auto_spans(wanted)
+    changes = {
+        host_id: (tags - current[host_id], current[host_id] - tags)
+        for host_id, tags in wanted.items()
+        if tags != current[host_id]
+    }
+    if not changes:
+        transaction.set_rollback(True)
+        return 0
     for host_id, (_, lost) in changes.items():
         if lost:
             HostTag.objects.filter(
@@ -265,7 +280,7 @@ def _apply_auto_tags(changes: dict[int, tuple[set[int], set[int]]]) -> int:
             for tag_id in gained
         ]
     )
-    return revision
+    return len(changes)
 
 
 def tag_rules_apply_batch(*, after_id: int = 0, limit: int = 1000) -> tuple[int | None, int]:
@@ -276,18 +291,18 @@ def tag_rules_apply_batch(*, after_id: int = 0, limit: int = 1000) -> tuple[int 
     rows = list(Host.objects.filter(id__gt=after_id).order_by("id").values(*fields)[:limit])
     if not rows:
         return None, 0
-    with transaction.atomic():
-        current = _auto_spans([row["id"] for row in rows])
-        changes = {}
-        for row in rows:
-            row[tagging.TagFact.ENROLLMENT] = row.pop("enrollment__name")
-            wanted = tagging.auto_tag_ids(conds, row)
-            have = current[row["id"]]
-            if wanted != have:
-                changes[row["id"]] = (wanted - have, have - wanted)
-        if changes:
-            _apply_auto_tags(changes)
-    return (rows[-1]["id"] if len(rows) == limit else None), len(changes)
+    current = _auto_spans([row["id"] for row in rows])
+    wanted = {}
+    for row in rows:
+        row[tagging.TagFact.ENROLLMENT] = row.pop("enrollment__name")
+        tags = tagging.auto_tag_ids(conds, row)
+        if tags != current[row["id"]]:
+            wanted[row["id"]] = tags
+    changed = 0
+    if wanted:
+        with transaction.atomic():
+            changed = _apply_auto_tags(wanted)
+    return (rows[-1]["id"] if len(rows) == limit else None), changed
 
 
 def tag_rules_apply_fleet(fanout: FanOut | None = None) -> dict:
@@ -385,7 +400,7 @@ def _preflight_tags(host: Host, facts: PreflightFacts) -> set[int]:
     wanted = tagging.auto_tag_ids(tagging.conditions(), values)
     if wanted != auto:
         with transaction.atomic():
-            _apply_auto_tags({host.pk: (wanted - auto, auto - wanted)})
+            _apply_auto_tags({host.pk: wanted})
     return {tag for tag, source in spans if source == TagSource.MANUAL} | wanted
 
 

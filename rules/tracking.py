@@ -95,10 +95,7 @@ def _rule_delivery(version: RuleVersion, versions: list[RuleVersion], sample: in
             "synced": synced,
             "machine_id": machine_id,
         }
-    special_confirmed_at_base = 0
     for host_id, entry in special.items():
-        if entry["synced"] is not None and entry["synced"] >= since:
-            special_confirmed_at_base += 1
         winner = resolve(competing, host_id, frozenset(entry["tags"]))
         if winner is None or winner.rule_id != version.rule_id:
             continue
