@@ -39,7 +39,7 @@ def validate_condition(fact: str, operator: str, value: str) -> None:
     if not isinstance(value, str) or not value or len(value) > 255 or "\x00" in value:
         raise InvalidTagRule("The value is a non-empty string of at most 255 characters.")
     if operator in (TagOperator.VERSION_BELOW, TagOperator.VERSION_AT_LEAST):
-        if fact not in (TagFact.OS_VERSION, TagFact.SANTA_VERSION, TagFact.OS_BUILD):
+        if fact not in (TagFact.OS_VERSION, TagFact.SANTA_VERSION):
             raise InvalidTagRule("Version comparisons apply to os_version or santa_version.")
         if not _VERSION_RE.fullmatch(value.strip()):
             raise InvalidTagRule(f"{value!r} is not a dotted version number such as 2025.11.")

@@ -191,16 +191,24 @@ def fanout_rules(fanout: FanOut) -> dict:
 
 
 def delivery_refresh_pending(limit: int = 2000) -> int:
-    """Periodic: refresh the summaries of rules not yet confirmed everywhere (or never
-    summarised), least recently checked first."""
-    rule_ids = (
+    """Periodic: refresh the summaries of rules never summarised or not yet confirmed
+    everywhere first, then spend what is left of `limit` on the least recently checked (new
+    hosts and tag changes alter a rule's targets without touching the rule)."""
+    unsettled = (
         Rule.objects.filter(
             Q(delivery_checked_at__isnull=True) | Q(confirmed_hosts__lt=F("target_hosts"))
         )
-        .order_by("delivery_checked_at", "id")
+        .order_by(F("delivery_checked_at").asc(nulls_first=True), "id")
         .values_list("pk", flat=True)[:limit]
     )
-    return delivery_summaries_refresh(list(rule_ids))
+    rule_ids = list(unsettled)
+    if len(rule_ids) < limit:
+        rule_ids += list(
+            Rule.objects.exclude(pk__in=rule_ids)
+            .order_by("delivery_checked_at", "id")
+            .values_list("pk", flat=True)[: limit - len(rule_ids)]
+        )
+    return delivery_summaries_refresh(rule_ids)
 
 
 # --- per host -----------------------------------------------------------------------------------
@@ -234,7 +242,9 @@ def host_delivery(host: Host, limit: int = 100, max_pages: int = 10) -> HostDeli
                 page = clean_page(host.pk, revision, after, page_size)
                 page.rules = [r for r in page.rules if r.policy != Policy.REMOVE]
             else:
-                page = changes_page(host.pk, confirmed, revision, after, page_size)
+                page = changes_page(
+                    host.pk, confirmed, revision, after, page_size, unconfirmed=host.pending_rev
+                )
             count += len(page.rules)
             pending += page.rules[: max(0, limit - len(pending))]
             after = page.last_key
@@ -280,7 +290,14 @@ def drift_audit(limit: int | None = None) -> dict:
     hosts = list(
         Host.objects.filter(rules_synced_rev__isnull=False, pending_rev__isnull=True)
         .order_by(F("drift_checked_at").asc(nulls_first=True), "id")
-        .only("id", "machine_id", "rules_synced_rev", "expected_counts", "drift_reasons")[:limit]
+        .only(
+            "id",
+            "machine_id",
+            "rules_synced_rev",
+            "expected_counts",
+            "drift_reasons",
+            "clean_sync_requested",
+        )[:limit]
     )
     corrected = []
     for host in hosts:
@@ -297,7 +314,8 @@ def drift_audit(limit: int | None = None) -> dict:
                     f"server bookkeeping corrected: expected {recorded}, history says {actual}",
                 ],
                 drift_detected_at=now,
-                clean_sync_requested="CLEAN",
+                # A CLEAN_ALL an operator already asked for stays (it cleans more).
+                clean_sync_requested=host.clean_sync_requested or "CLEAN",
             )
         # Only if the host did not sync meanwhile (its position is what was audited).
         Host.objects.filter(
