@@ -36,3 +36,16 @@ class InvalidTagRule(HostsError):
 class TagRuleExists(HostsError):
     status = 409
     code = "tag_rule_exists"
+
+
+class InvalidProfile(HostsError):
+    code = "invalid_profile"
+
+    def __init__(self, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.field = field
+
+
+class ProfileExists(HostsError):
+    status = 409
+    code = "profile_exists"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -17,14 +18,17 @@ from . import tagging
 from .errors import (
     EnrollmentExists,
     EnrollmentNotFound,
+    InvalidProfile,
     InvalidTag,
     MachineBoundToOtherEnrollment,
+    ProfileExists,
     TagRuleExists,
 )
 from .fanout import fanout_record
 from .models import (
     TAG_NAME_PATTERN,
     CleanSync,
+    ConfigurationProfile,
     Enrollment,
     FanOut,
     FanOutKind,
@@ -37,6 +41,7 @@ from .models import (
     TagSource,
 )
 from .selectors import (
+    SETTING_FIELDS,
     SyncConfiguration,
     configuration_for_host,
     hash_secret,
@@ -185,6 +190,90 @@ def host_register(*, machine_id: str, enrollment: Enrollment) -> Host:
         )
     host.enrollment = enrollment
     return host
+
+
+# --- configuration profiles ---------------------------------------------------------------------
+
+PROFILE_FIELDS = ("description", "priority", *SETTING_FIELDS)
+_FLAG_RE = re.compile(r"[a-z][a-z0-9]{0,31}")
+
+
+def _profile_check(profile: ConfigurationProfile) -> None:
+    for name in ("allowed_path_regex", "blocked_path_regex"):
+        pattern = getattr(profile, name)
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidProfile(f"Invalid regular expression: {exc}.", name) from None
+    for name in ("removable_media_remount_flags", "encrypted_removable_media_remount_flags"):
+        flags = getattr(profile, name)
+        if flags is None:
+            continue
+        if (
+            not isinstance(flags, list)
+            or len(flags) > 16
+            or not all(isinstance(f, str) and _FLAG_RE.fullmatch(f) for f in flags)
+        ):
+            raise InvalidProfile(
+                "Remount flags are a list of mount option names such as rdonly, noexec.", name
+            )
+    try:
+        profile.full_clean(exclude=["tags", "hosts"], validate_unique=False)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise InvalidProfile(" ".join(messages), field) from None
+
+
+def _profile_scope(profile, tag_names, machine_ids) -> None:
+    if tag_names is not None:
+        profile.tags.set(tags_get_or_create(tag_names))
+    if machine_ids is not None:
+        wanted = sorted(set(machine_ids))
+        hosts = list(Host.objects.filter(machine_id__in=wanted))
+        if len(hosts) != len(wanted):
+            unknown = sorted(set(wanted) - {h.machine_id for h in hosts})
+            raise InvalidProfile(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
+        profile.hosts.set(hosts)
+
+
+def profile_create(
+    *, name: str, values: dict, tag_names=(), machine_ids=()
+) -> ConfigurationProfile:
+    """A profile of settings for some tags and/or hosts (null settings inherit). It applies at
+    each host's next preflight; nothing else needs to happen."""
+    profile = ConfigurationProfile(name=name, **values)
+    _profile_check(profile)
+    with transaction.atomic():
+        if ConfigurationProfile.objects.filter(name=name).exists():
+            raise ProfileExists(f"A profile named {name!r} already exists.")
+        revision_bump()  # tags are created only under the revision lock
+        profile.save()
+        _profile_scope(profile, tag_names, machine_ids)
+    return profile
+
+
+def profile_update(
+    *, profile: ConfigurationProfile, values: dict, tag_names=None, machine_ids=None
+) -> ConfigurationProfile:
+    if profile.is_default and (tag_names or machine_ids):
+        raise InvalidProfile("The default profile applies to every host; it has no scope.")
+    for name, value in values.items():
+        setattr(profile, name, value)
+    _profile_check(profile)
+    with transaction.atomic():
+        if ConfigurationProfile.objects.filter(name=profile.name).exclude(pk=profile.pk).exists():
+            raise ProfileExists(f"A profile named {profile.name!r} already exists.")
+        revision_bump()
+        profile.save()
+        _profile_scope(profile, tag_names, machine_ids)
+    return profile
+
+
+def profile_delete(*, profile: ConfigurationProfile) -> None:
+    if profile.is_default:
+        raise InvalidProfile("The default profile cannot be deleted; change its settings.")
+    profile.delete()
 
 
 # --- tag rules ----------------------------------------------------------------------------------

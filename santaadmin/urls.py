@@ -3,7 +3,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from events.api.views import EventViewSet
-from hosts.api.views import FanOutViewSet, HostViewSet, TagRuleViewSet
+from hosts.api.views import FanOutViewSet, HostViewSet, ProfileViewSet, TagRuleViewSet
 from rules.api.views import RuleViewSet
 
 from . import views
@@ -14,6 +14,7 @@ router.register("hosts", HostViewSet, basename="host")
 router.register("events", EventViewSet, basename="event")
 router.register("tag-rules", TagRuleViewSet, basename="tagrule")
 router.register("fanouts", FanOutViewSet, basename="fanout")
+router.register("profiles", ProfileViewSet, basename="configurationprofile")
 
 urlpatterns = [
     path("", views.home, name="home"),

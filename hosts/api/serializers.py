@@ -3,8 +3,18 @@ from rest_framework import serializers
 from santaadmin.api import StrictCharField, StrictSerializer
 
 from ..errors import InvalidTag
-from ..models import CleanSync, ClientMode, FanOut, Host, TagFact, TagOperator, TagRule, TagSource
-from ..selectors import configuration_for_host
+from ..models import (
+    CleanSync,
+    ClientMode,
+    ConfigurationProfile,
+    FanOut,
+    Host,
+    TagFact,
+    TagOperator,
+    TagRule,
+    TagSource,
+)
+from ..selectors import SETTING_FIELDS, configuration_for_host
 from ..services import normalize_tag_name
 
 
@@ -161,3 +171,51 @@ class FanOutSerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "revision", "rule_ids", "state", "attempts", "result", "error"]
         fields += ["created_at", "started_at", "finished_at"]
         read_only_fields = fields
+
+
+class ProfileSerializer(serializers.ModelSerializer):
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    machine_ids = serializers.SlugRelatedField(
+        source="hosts", many=True, read_only=True, slug_field="machine_id"
+    )
+
+    class Meta:
+        model = ConfigurationProfile
+        fields = ["id", "name", "description", "is_default", "priority", "tags", "machine_ids"]
+        fields += [*SETTING_FIELDS, "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class ProfileInputSerializer(serializers.ModelSerializer):
+    """Writes: every setting may be null (inherit); unknown keys are refused."""
+
+    tags = serializers.ListField(
+        child=StrictCharField(max_length=64), required=False, max_length=100
+    )
+    machine_ids = serializers.ListField(
+        child=StrictCharField(max_length=128), required=False, max_length=1000
+    )
+    removable_media_remount_flags = serializers.ListField(
+        child=StrictCharField(max_length=32), required=False, allow_null=True, max_length=16
+    )
+    encrypted_removable_media_remount_flags = serializers.ListField(
+        child=StrictCharField(max_length=32), required=False, allow_null=True, max_length=16
+    )
+
+    class Meta:
+        model = ConfigurationProfile
+        fields = ["name", "description", "priority", *SETTING_FIELDS, "tags", "machine_ids"]
+        extra_kwargs = {"name": {"validators": []}}  # uniqueness: a 409 from the service
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+    def validate_tags(self, names: list[str]) -> list[str]:
+        try:
+            return sorted({normalize_tag_name(name) for name in names})
+        except InvalidTag as exc:
+            raise serializers.ValidationError(exc.detail) from None

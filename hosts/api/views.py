@@ -8,11 +8,14 @@ from hosts.selectors import revision_current
 from rules.delivery import host_rules
 
 from ..filtersets import FanOutFilterSet, HostFilterSet, TagRuleFilterSet
-from ..models import MACHINE_ID_PATTERN, FanOut, Host, HostTag, TagRule
+from ..models import MACHINE_ID_PATTERN, ConfigurationProfile, FanOut, Host, HostTag, TagRule
 from ..services import (
     host_request_clean_sync,
     host_set_mode_override,
     host_set_tags,
+    profile_create,
+    profile_delete,
+    profile_update,
     tag_rule_create,
     tag_rule_delete,
     tag_rule_update,
@@ -22,6 +25,8 @@ from .serializers import (
     HostDetailSerializer,
     HostSerializer,
     HostUpdateSerializer,
+    ProfileInputSerializer,
+    ProfileSerializer,
     TagRuleInputSerializer,
     TagRuleSerializer,
 )
@@ -137,3 +142,45 @@ class FanOutViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = FanOutSerializer
     filterset_class = FanOutFilterSet
     queryset = FanOut.objects.all()
+
+
+class ProfileViewSet(viewsets.ModelViewSet):
+    """Configuration profiles: the default one (every host), and profiles for tags and hosts.
+
+    Precedence, later wins: default, the enrollment's mode, tag profiles (higher priority
+    later), host profiles, the host's mode override. Changes apply at each host's next
+    preflight; a host's detail shows its effective configuration and where each value came
+    from."""
+
+    serializer_class = ProfileSerializer
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return ConfigurationProfile.objects.prefetch_related("tags", "hosts")
+
+    def _output(self, profile, code=status.HTTP_200_OK) -> Response:
+        return Response(ProfileSerializer(self.get_queryset().get(pk=profile.pk)).data, status=code)
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        payload = ProfileInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = dict(payload.validated_data)
+        tags, machine_ids = data.pop("tags", ()), data.pop("machine_ids", ())
+        name = data.pop("name")
+        profile = profile_create(name=name, values=data, tag_names=tags, machine_ids=machine_ids)
+        return self._output(profile, status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        profile = self.get_object()
+        payload = ProfileInputSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        data = dict(payload.validated_data)
+        tags, machine_ids = data.pop("tags", None), data.pop("machine_ids", None)
+        profile = profile_update(
+            profile=profile, values=data, tag_names=tags, machine_ids=machine_ids
+        )
+        return self._output(profile)
+
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        profile_delete(profile=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
