@@ -3,7 +3,7 @@ admin shows data but never edits it."""
 
 from django.contrib import admin
 
-from .models import ConfigurationProfile, Enrollment, Host, Tag
+from .models import ConfigurationProfile, Enrollment, FanOut, Host, Tag, TagRule
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -44,3 +44,14 @@ class EnrollmentAdmin(ReadOnlyAdmin):
 @admin.register(ConfigurationProfile)
 class ConfigurationProfileAdmin(ReadOnlyAdmin):
     list_display = ["name", "is_default", "priority", "client_mode"]
+
+
+@admin.register(TagRule)
+class TagRuleAdmin(ReadOnlyAdmin):
+    list_display = ["tag", "fact", "operator", "value", "updated_at"]
+
+
+@admin.register(FanOut)
+class FanOutAdmin(ReadOnlyAdmin):
+    list_display = ["id", "kind", "revision", "state", "attempts", "created_at", "finished_at"]
+    list_filter = ["kind", "state"]
