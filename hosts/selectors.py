@@ -155,9 +155,12 @@ def profiles_for_host(host_id: int | None, tag_ids) -> list[ConfigurationProfile
 
     def order(profile):
         level = 2 if profile.host_linked else (0 if profile.is_default else 1)
-        return (level, profile.priority, tuple(-ord(ch) for ch in profile.name))
+        return (level, profile.priority)
 
-    return sorted({p.id: p for p in profiles}.values(), key=order)
+    # Names in reverse order first; the stable sort by (level, priority) keeps that order
+    # among equals, so the name that sorts first applies last (and "a" wins over "ab").
+    by_name = sorted({p.id: p for p in profiles}.values(), key=lambda p: p.name, reverse=True)
+    return sorted(by_name, key=order)
 
 
 def resolve_configuration(layers: list[tuple[str, dict]]) -> SyncConfiguration:

@@ -199,6 +199,12 @@ _FLAG_RE = re.compile(r"[a-z][a-z0-9]{0,31}")
 
 
 def _profile_check(profile: ConfigurationProfile) -> None:
+    for model_field in ConfigurationProfile._meta.get_fields():
+        name = model_field.name
+        if getattr(model_field, "choices", None) and getattr(profile, name, None) == "":
+            # "" is not "inherit" (null): it would hide every lower layer and is no valid
+            # value for the agent.
+            raise InvalidProfile(f"{name} must be one of its choices or null.", name)
     for name in ("allowed_path_regex", "blocked_path_regex"):
         pattern = getattr(profile, name)
         if pattern:

@@ -1,6 +1,12 @@
+from django.db import models
 from rest_framework import serializers
 
-from santaadmin.api import StrictCharField, StrictSerializer
+from santaadmin.api import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+)
 
 from ..errors import InvalidTag
 from ..models import (
@@ -186,8 +192,26 @@ class ProfileSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+CHOICE_SETTINGS = (
+    "client_mode",
+    "removable_media_action",
+    "encrypted_removable_media_action",
+    "override_file_access_action",
+)
+
+
 class ProfileInputSerializer(serializers.ModelSerializer):
-    """Writes: every setting may be null (inherit); unknown keys are refused."""
+    """Writes: every setting may be null (inherit), never "" for a choice; values keep their
+    JSON type (no "7" for 7, no 1 for true); unknown keys are refused."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.BooleanField: StrictBooleanField,
+        models.IntegerField: StrictIntegerField,
+        models.PositiveIntegerField: StrictIntegerField,
+    }
 
     tags = serializers.ListField(
         child=StrictCharField(max_length=64), required=False, max_length=100
@@ -205,7 +229,10 @@ class ProfileInputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConfigurationProfile
         fields = ["name", "description", "priority", *SETTING_FIELDS, "tags", "machine_ids"]
-        extra_kwargs = {"name": {"validators": []}}  # uniqueness: a 409 from the service
+        extra_kwargs = {
+            "name": {"validators": []},  # uniqueness: a 409 from the service
+            **{name: {"allow_blank": False} for name in CHOICE_SETTINGS},
+        }
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
