@@ -6,6 +6,7 @@ import pytest
 from django.utils.dateparse import parse_datetime
 
 from events.models import Event
+from tests.api import assert_error
 
 URL = "/api/v1/events/"
 SHA_A = "a" * 64
@@ -111,14 +112,6 @@ def listed(api, **params) -> list:
     body = response.json()
     assert body["count"] == len(body["results"])
     return body["results"]
-
-
-def assert_error(response, status) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and isinstance(body["detail"], str)
-    return body
 
 
 # --- fields ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from hosts.models import Host, Revision
 from tests.agent import held
+from tests.api import assert_error
 
 HOSTS = "/api/v1/hosts/"
 RULES = "/api/v1/rules/"
@@ -25,15 +26,6 @@ def host_url(machine_id: str) -> str:
 
 def fleet_revision() -> int:
     return Revision.objects.get(pk=1).value
-
-
-def assert_error(response, status) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 def create_rule(api, **fields) -> dict:

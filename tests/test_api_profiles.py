@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from hosts.models import ConfigurationProfile, Revision, Tag
 from hosts.selectors import SETTING_FIELDS
+from tests.api import assert_error
 
 PROFILES = "/api/v1/profiles/"
 HOSTS = "/api/v1/hosts/"
@@ -34,17 +35,6 @@ def profile_url(pk) -> str:
 
 def default_profile() -> ConfigurationProfile:
     return ConfigurationProfile.objects.get(is_default=True)
-
-
-def assert_error(response, status) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    if "fields" in body:
-        assert isinstance(body["fields"], dict) and body["fields"]
-    return body
 
 
 def create_profile(api, **fields) -> dict:

@@ -9,6 +9,7 @@ from django.conf import settings
 from hosts.models import Revision, Tag
 from rules.models import Rule, RuleVersion
 from tests.agent import held
+from tests.api import assert_error
 
 URL = "/api/v1/rules/"
 BULK = "/api/v1/rules/bulk/"
@@ -36,17 +37,6 @@ def create(api, **fields) -> dict:
     response = api.post(URL, rule_payload(**fields), format="json")
     assert response.status_code == 201, response.content
     return response.json()
-
-
-def assert_error(response, status, field=None) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    if field is not None:
-        assert field in body.get("fields", {}), body
-    return body
 
 
 def assert_nothing_stored(revision_before: int) -> None:

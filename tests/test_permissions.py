@@ -6,6 +6,7 @@ from rest_framework.test import APIClient
 from events.models import Event
 from hosts.models import Enrollment, Host, Tag
 from rules.models import Rule
+from tests.api import assert_error
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -83,13 +84,6 @@ def snapshot() -> tuple:
 def label(case) -> str:
     method, url, body = case
     return f"{method.upper()} {url} {sorted(body) if isinstance(body, dict) else ''}".strip()
-
-
-def assert_error(response, status) -> None:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and isinstance(body["detail"], str)
 
 
 @pytest.mark.parametrize("case", ALL, ids=label)

@@ -24,6 +24,7 @@ from hosts.services import (
 from hosts.tagging import Condition, auto_tag_ids, parse_version, validate_condition
 from rules.services import RuleInput, rule_create
 from tests.agent import held
+from tests.api import assert_error
 
 TAG_RULES = "/api/v1/tag-rules/"
 FANOUTS = "/api/v1/fanouts/"
@@ -66,15 +67,6 @@ def stored_state() -> tuple:
         fleet_revision(),
         sorted(HostTag.objects.values_list("host_id", "tag_id", "source", "rev_from", "rev_to")),
     )
-
-
-def assert_error(response, status) -> dict:
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
 
 
 def post_tag_rule(api, **fields):
