@@ -80,8 +80,14 @@ def fanout_overdue(now=None):
     ).order_by("id")
 
 
+KEEP_DONE_DAYS = 30
+
+
 def fanout_reconcile(limit: int = 100) -> dict:
-    """Run overdue fan-outs here, oldest first. Lost messages only delay the work."""
+    """Run overdue fan-outs here, oldest first (lost messages only delay the work), and
+    forget finished ones after KEEP_DONE_DAYS days."""
+    cutoff = timezone.now() - timedelta(days=KEEP_DONE_DAYS)
+    FanOut.objects.filter(state=FanOutState.DONE, finished_at__lt=cutoff).delete()
     done, failed = [], []
     for fanout_id in fanout_overdue().values_list("id", flat=True)[:limit]:
         try:

@@ -596,3 +596,26 @@ def test_a_fresh_worker_process_discovers_every_scheduled_task():
     scheduled = {e["task"] for e in django_settings.CELERY_BEAT_SCHEDULE.values()}
     assert scheduled <= registered, scheduled - registered
     assert "hosts.fanout_run" in registered
+
+
+def test_reconcile_forgets_finished_fanouts_after_thirty_days(db):
+    now = timezone.now()
+    old = FanOut.objects.create(
+        kind=FanOutKind.RULES,
+        revision=1,
+        state=FanOutState.DONE,
+        finished_at=now - timedelta(days=31),
+    )
+    recent = FanOut.objects.create(
+        kind=FanOutKind.RULES,
+        revision=2,
+        state=FanOutState.DONE,
+        finished_at=now - timedelta(days=29),
+    )
+    rule = rule_create(data=RuleInput("BINARY", "e" * 64, "BLOCKLIST"))
+    Rule.objects.filter(pk=rule.pk).update(fanout=old)
+    fanout_reconcile()
+    assert not FanOut.objects.filter(pk=old.pk).exists()
+    assert FanOut.objects.filter(pk=recent.pk).exists()
+    rule.refresh_from_db()
+    assert rule.fanout_id is None  # the rule stays; only the finished job is forgotten
