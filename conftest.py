@@ -15,6 +15,20 @@ from tests.agent import SimulatedAgent, django_transport
 _serials = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def celery_tasks_in_process():
+    """Tasks a test triggers run in the test's process, also when the suite runs with a real
+    broker (CI=true): a fan-out sent on commit is then done when the request returns, as in
+    embedded mode, and nothing depends on a worker that is not running. The real worker and
+    broker are exercised in tests/test_worker.py (whose fixture switches this off)."""
+    from santaadmin.celery import app
+
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = saved
+
+
 @pytest.fixture
 def enrollment(db):
     """(enrollment, secret) for an enrollment without tags."""

@@ -43,6 +43,13 @@ def revision_current() -> int:
     return Revision.objects.values_list("value", flat=True).get(pk=1)
 
 
+def hosts_by_machine_id(machine_ids) -> tuple[list[Host], list[str]]:
+    """The hosts with these machine ids, and the ids no host has (sorted)."""
+    wanted = sorted(set(machine_ids))
+    hosts = list(Host.objects.filter(machine_id__in=wanted)) if wanted else []
+    return hosts, sorted(set(wanted) - {host.machine_id for host in hosts})
+
+
 def host_tag_ids(host: Host) -> set[int]:
     return set(
         HostTag.objects.filter(host=host, rev_to__isnull=True).values_list("tag_id", flat=True)

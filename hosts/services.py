@@ -41,10 +41,10 @@ from .models import (
     TagSource,
 )
 from .selectors import (
-    SETTING_FIELDS,
     SyncConfiguration,
     configuration_for_host,
     hash_secret,
+    hosts_by_machine_id,
     revision_current,
 )
 
@@ -194,7 +194,6 @@ def host_register(*, machine_id: str, enrollment: Enrollment) -> Host:
 
 # --- configuration profiles ---------------------------------------------------------------------
 
-PROFILE_FIELDS = ("description", "priority", *SETTING_FIELDS)
 _FLAG_RE = re.compile(r"[a-z][a-z0-9]{0,31}")
 
 
@@ -235,10 +234,8 @@ def _profile_scope(profile, tag_names, machine_ids) -> None:
     if tag_names is not None:
         profile.tags.set(tags_get_or_create(tag_names))
     if machine_ids is not None:
-        wanted = sorted(set(machine_ids))
-        hosts = list(Host.objects.filter(machine_id__in=wanted))
-        if len(hosts) != len(wanted):
-            unknown = sorted(set(wanted) - {h.machine_id for h in hosts})
+        hosts, unknown = hosts_by_machine_id(machine_ids)
+        if unknown:
             raise InvalidProfile(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
         profile.hosts.set(hosts)
 
@@ -253,7 +250,8 @@ def profile_create(
     with transaction.atomic():
         if ConfigurationProfile.objects.filter(name=name).exists():
             raise ProfileExists(f"A profile named {name!r} already exists.")
-        revision_bump()  # tags are created only under the revision lock
+        if tag_names:
+            revision_bump()  # tags are created only under the revision lock
         profile.save()
         _profile_scope(profile, tag_names, machine_ids)
     return profile
@@ -270,7 +268,8 @@ def profile_update(
     with transaction.atomic():
         if ConfigurationProfile.objects.filter(name=profile.name).exclude(pk=profile.pk).exists():
             raise ProfileExists(f"A profile named {profile.name!r} already exists.")
-        revision_bump()
+        if tag_names:
+            revision_bump()  # tags are created only under the revision lock
         profile.save()
         _profile_scope(profile, tag_names, machine_ids)
     return profile

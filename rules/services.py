@@ -14,6 +14,7 @@ from django.db import transaction
 from hosts.errors import HostsError, InvalidTag
 from hosts.fanout import fanout_record
 from hosts.models import FanOut, FanOutKind, Host, Tag
+from hosts.selectors import hosts_by_machine_id
 from hosts.services import normalize_tag_name, revision_bump, tags_get_or_create
 
 from .errors import InvalidRule, RuleConflict, RulesError
@@ -109,10 +110,8 @@ def _validate(data: RuleInput) -> _Valid:
     if url and not re.match(r"https?://[^\s]+$", url):
         raise InvalidRule("custom_url must be an http:// or https:// URL.", "custom_url")
 
-    machine_ids = sorted(set(data.machine_ids))
-    hosts = list(Host.objects.filter(machine_id__in=machine_ids)) if machine_ids else []
-    if len(hosts) != len(machine_ids):
-        unknown = sorted(set(machine_ids) - {h.machine_id for h in hosts})
+    hosts, unknown = hosts_by_machine_id(data.machine_ids)
+    if unknown:
         raise InvalidRule(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
     tags = _tag_names(data.tags, "tags")
     excluded = _tag_names(data.excluded_tags, "excluded_tags")

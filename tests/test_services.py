@@ -37,7 +37,10 @@ def test_broker_is_reachable_and_reported(client, db):
 
 
 @pytest.mark.integration
-def test_revision_lock_serialises_concurrent_rule_changes(transactional_db):
+# Serialized rollback: the flush after this test then leaves the migrations' rows (revision,
+# default profile, roles) to be restored, as the other transactional tests expect.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_revision_lock_serialises_concurrent_rule_changes():
     """Two writers each take the next revision inside their transaction: the numbers are
     distinct and consecutive, as commit order requires (real row locks on PostgreSQL)."""
     _require(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
