@@ -92,17 +92,17 @@ def test_healthz_reports_mode(client, db, settings):
     }
 
 
-def test_healthz_reports_an_unreachable_broker(client, db, settings):
+def test_healthz_reports_an_unreachable_broker(client, db, settings, monkeypatch):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     from santaadmin.celery import app
 
-    previous = app.conf.broker_url, app.conf.broker_write_url
-    # Nothing listens on port 1.
-    app.conf.broker_url = app.conf.broker_write_url = "redis://127.0.0.1:1/0"
-    try:
-        response = client.get("/healthz")
-    finally:
-        app.conf.broker_url, app.conf.broker_write_url = previous
+    # Nothing listens on port 1. (Patching the connection rather than the configuration
+    # leaves no explicit broker_write_url behind for later tests.)
+    original = app.connection_for_write
+    monkeypatch.setattr(
+        app, "connection_for_write", lambda *a, **kw: original("redis://127.0.0.1:1/0")
+    )
+    response = client.get("/healthz")
     assert response.status_code == 200  # syncs do not need the broker
     assert response.json()["broker"] == "unavailable"
     assert response.json()["status"] == "degraded"
