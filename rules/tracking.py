@@ -185,7 +185,10 @@ def fanout_rules(fanout: FanOut) -> dict:
         .distinct()
     )
     rule_ids = {
-        v.rule_id for versions in _key_versions(keys).values() for v in versions if not v.rev_to
+        v.rule_id
+        for versions in _key_versions(keys, since=fanout.revision).values()
+        for v in versions
+        if not v.rev_to
     }
     return {"rules_refreshed": delivery_summaries_refresh(rule_ids)}
 
