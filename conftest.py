@@ -108,3 +108,28 @@ def admin_api(db):
 @pytest.fixture
 def norole_api(db):
     return _api_client(_user_with_role(None, "nobody"))
+
+
+@pytest.fixture
+def console(db):
+    """A signed-in browser session (Django test client) for a role: console("analyst")."""
+    from django.test import Client
+
+    def make(role: str | None, username: str | None = None) -> Client:
+        browser = Client()
+        user = _user_with_role(role, username or f"{role or 'norole'}-console")
+        browser.force_login(user)
+        browser.user = user
+        return browser
+
+    return make
+
+
+@pytest.fixture
+def analyst_console(console):
+    return console(ANALYST)
+
+
+@pytest.fixture
+def auditor_console(console):
+    return console(AUDITOR)

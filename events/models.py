@@ -3,6 +3,7 @@ certificates and bundles seen in them."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 from hosts.models import Host
@@ -76,12 +77,32 @@ class Binary(models.Model):
     file_bundle_version_string = models.TextField(blank=True)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
+    # Execution statistics, kept by event ingestion (events.stats) so that the console can
+    # list and sort binaries by impact without aggregating the events table. They count every
+    # execution event ever received (BUNDLE_BINARY scans are not executions) and survive
+    # event retention.
+    executions = models.PositiveBigIntegerField(default=0)
+    blocked = models.PositiveBigIntegerField(default=0)
+    would_block = models.PositiveBigIntegerField(default=0)  # ALLOW_UNKNOWN: monitor mode
+    host_count = models.PositiveIntegerField(default=0)
+    user_count = models.PositiveIntegerField(default=0)
+    first_executed_at = models.DateTimeField(null=True, blank=True)
+    last_executed_at = models.DateTimeField(null=True, blank=True)
+    last_decision = models.CharField(max_length=40, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["team_id"], name="binary_team_id"),
             models.Index(fields=["signing_id"], name="binary_signing_id"),
+            models.Index(fields=["cdhash"], name="binary_cdhash"),
             models.Index(fields=["last_seen_at"], name="binary_last_seen"),
+            models.Index(
+                models.F("host_count").desc(),
+                models.F("executions").desc(),
+                "sha256",
+                name="binary_impact",
+            ),
+            models.Index(fields=["last_executed_at"], name="binary_last_executed"),
         ]
 
     def __str__(self) -> str:
@@ -121,6 +142,120 @@ class BundleBinary(models.Model):
 
     def __str__(self) -> str:
         return f"{self.binary_id} in {self.bundle_id}"
+
+
+class BinaryHost(models.Model):
+    """A host that executed a binary: how often, when first and last, and by whom last."""
+
+    binary = models.ForeignKey(Binary, on_delete=models.CASCADE, related_name="host_stats")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="binary_stats")
+    executions = models.PositiveBigIntegerField(default=0)
+    blocked = models.PositiveBigIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    last_user = models.TextField(blank=True)
+    last_decision = models.CharField(max_length=40, blank=True)
+    # Set by the insert, cleared by every update of the same upsert: RETURNING it tells
+    # ingestion which rows are new, on PostgreSQL and SQLite alike (events.stats).
+    fresh = models.BooleanField(default=True, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["binary", "host"], name="binaryhost_unique")]
+        indexes = [
+            models.Index(fields=["binary", "last_at"], name="binaryhost_binary_last"),
+            models.Index(fields=["host", "last_at"], name="binaryhost_host_last"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.binary_id} on {self.host_id}"
+
+
+class BinaryUser(models.Model):
+    """A user (executing user as the agent reported it) who ran a binary."""
+
+    binary = models.ForeignKey(Binary, on_delete=models.CASCADE, related_name="user_stats")
+    user = models.CharField(max_length=255)
+    executions = models.PositiveBigIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    fresh = models.BooleanField(default=True, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["binary", "user"], name="binaryuser_unique")]
+        indexes = [models.Index(fields=["binary", "last_at"], name="binaryuser_binary_last")]
+
+    def __str__(self) -> str:
+        return f"{self.binary_id} by {self.user}"
+
+
+class EventDay(models.Model):
+    """Execution events per day and outcome, for the dashboard's chart."""
+
+    class Outcome(models.TextChoices):
+        BLOCKED = "blocked", "Blocked"
+        WOULD_BLOCK = "would_block", "Would be blocked (monitor mode)"
+        ALLOWED = "allowed", "Allowed"
+
+    day = models.DateField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["day", "outcome"]
+        constraints = [models.UniqueConstraint(fields=["day", "outcome"], name="eventday_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.outcome} {self.count}"
+
+
+class ApprovalState(models.TextChoices):
+    PENDING = "pending", "Waiting for an analyst"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+
+
+class ApprovalRequest(models.Model):
+    """A blocked user's request to run a binary, made from Santa's block dialog.
+
+    The dialog's "Open" button leads to the console's request page (the `event_detail_url`
+    sent at preflight); analysts approve it into a rule or deny it with a message, and the
+    requester sees the outcome on the same page.
+    """
+
+    binary = models.ForeignKey(Binary, on_delete=models.PROTECT, related_name="requests")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="approval_requests")
+    requester = models.CharField(max_length=255)
+    reason = models.TextField()
+    state = models.CharField(
+        max_length=16, choices=ApprovalState.choices, default=ApprovalState.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    response = models.TextField(blank=True, help_text="The analyst's message to the requester.")
+    rule = models.ForeignKey(
+        "rules.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["binary", "host", "requester"],
+                condition=models.Q(state="pending"),
+                name="approvalrequest_one_pending",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="approvalrequest_state"),
+            models.Index(fields=["binary", "host"], name="approvalrequest_binary_host"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.requester}@{self.host_id} for {self.binary_id}: {self.state}"
 
 
 class Event(models.Model):

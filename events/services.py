@@ -31,6 +31,7 @@ from .models import (
     FileAccessDecision,
     FileAccessEvent,
 )
+from .stats import stats_record
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 BUNDLE_BINARY = "BUNDLE_BINARY"
@@ -245,6 +246,10 @@ def events_ingest(*, host: Host, batch: EventBatch, bundles_enabled: bool) -> In
     for row in (*event_rows.values(), *faa_rows):
         row.host = host
     with transaction.atomic():
+        if event_rows:
+            # One upload per host at a time: event keys are per host, so under this lock the
+            # "already stored" check below is exact and a replay is never counted twice.
+            list(Host.objects.select_for_update().filter(pk=host.pk).values_list("pk"))
         # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
         if certificates:
             Certificate.objects.bulk_create(
@@ -303,10 +308,21 @@ def events_ingest(*, host: Host, batch: EventBatch, bundles_enabled: bool) -> In
                 )
             )
         if event_rows:
+            # Replays (the agent retries; events are uploaded out of band too) are stored
+            # once and counted once: only keys not yet stored feed the statistics.
+            stored = set(
+                Event.objects.filter(dedupe_key__in=list(event_rows)).values_list(
+                    "dedupe_key", flat=True
+                )
+            )
             Event.objects.bulk_create(
                 [event_rows[k] for k in sorted(event_rows)],
                 ignore_conflicts=True,
                 batch_size=500,
+            )
+            stats_record(
+                host_id=host.pk,
+                events=[row for key, row in event_rows.items() if key not in stored],
             )
         if faa_rows:
             FileAccessEvent.objects.bulk_create(faa_rows, ignore_conflicts=True, batch_size=500)

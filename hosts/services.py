@@ -12,7 +12,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.forms.models import model_to_dict
 from django.utils import timezone
+
+from audit.services import audit_record
 
 from . import tagging
 from .errors import (
@@ -28,6 +31,7 @@ from .fanout import fanout_record
 from .models import (
     TAG_NAME_PATTERN,
     CleanSync,
+    ClientMode,
     ConfigurationProfile,
     Enrollment,
     FanOut,
@@ -109,6 +113,18 @@ def enrollment_create(
             client_mode=client_mode,
         )
         enrollment.tags.set(tags_get_or_create(tag_names))
+        audit_record(
+            action="enrollment.create",
+            object_type="enrollment",
+            object_id=enrollment.pk,
+            object_repr=name,
+            after={
+                "name": name,
+                "tags": sorted(tag_names),
+                "client_mode": client_mode,
+                "secret_prefix": enrollment.secret_prefix,
+            },
+        )
     return enrollment, secret
 
 
@@ -118,15 +134,24 @@ def enrollment_revoke(*, name: str) -> Enrollment:
     if enrollment is None:
         raise EnrollmentNotFound(f"No enrollment named {name!r}.")
     if enrollment.revoked_at is None:
-        enrollment.revoked_at = timezone.now()
-        enrollment.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            enrollment.revoked_at = timezone.now()
+            enrollment.save(update_fields=["revoked_at"])
+            audit_record(
+                action="enrollment.revoke",
+                object_type="enrollment",
+                object_id=enrollment.pk,
+                object_repr=name,
+                before={"revoked_at": None},
+                after={"revoked_at": enrollment.revoked_at},
+            )
     return enrollment
 
 
 # --- hosts: operator actions --------------------------------------------------------------------
 
 
-def host_set_tags(*, host: Host, tag_names: Iterable[str]) -> list[Tag]:
+def host_set_tags(*, host: Host, tag_names: Iterable[str], justification: str = "") -> list[Tag]:
     """Replace a host's assigned tags (tag rules' automatic tags are kept apart); rules of
     gained or lost tags reach it at its next sync."""
     names = sorted({normalize_tag_name(name) for name in tag_names})
@@ -135,7 +160,8 @@ def host_set_tags(*, host: Host, tag_names: Iterable[str]) -> list[Tag]:
             host=host, rev_to__isnull=True, source=TagSource.MANUAL
         )
         current = set(open_spans.values_list("tag_id", flat=True))
-        if sorted(Tag.objects.filter(pk__in=current).values_list("name", flat=True)) == names:
+        before = sorted(Tag.objects.filter(pk__in=current).values_list("name", flat=True))
+        if before == names:
             return list(Tag.objects.filter(name__in=names))
         # Tags are created only under the revision lock (see rules.services).
         revision = revision_bump()
@@ -145,20 +171,54 @@ def host_set_tags(*, host: Host, tag_names: Iterable[str]) -> list[Tag]:
         HostTag.objects.bulk_create(
             [HostTag(host=host, tag_id=tag_id, rev_from=revision) for tag_id in wanted - current]
         )
+        _audit_host(host, "host.set_tags", {"tags": before}, {"tags": names}, justification)
     return tags
 
 
-def host_set_mode_override(*, host: Host, client_mode: str) -> None:
-    host.client_mode_override = client_mode or ""
-    host.save(update_fields=["client_mode_override"])
+def _audit_host(host: Host, action: str, before, after, justification: str = "") -> None:
+    audit_record(
+        action=action,
+        object_type="host",
+        object_id=host.pk,
+        object_repr=host.machine_id,
+        before=before,
+        after=after,
+        justification=justification,
+    )
 
 
-def host_request_clean_sync(*, host: Host, kind: str) -> None:
+def host_set_mode_override(*, host: Host, client_mode: str, justification: str = "") -> None:
+    """Override the mode the host's configuration gives it ("" follows the configuration)."""
+    if client_mode and client_mode not in ClientMode.values:
+        raise ValueError(client_mode)
+    with transaction.atomic():
+        before = host.client_mode_override
+        host.client_mode_override = client_mode or ""
+        host.save(update_fields=["client_mode_override"])
+        _audit_host(
+            host,
+            "host.set_mode",
+            {"client_mode_override": before},
+            {"client_mode_override": host.client_mode_override},
+            justification,
+        )
+
+
+def host_request_clean_sync(*, host: Host, kind: str, justification: str = "") -> None:
     """Make the host's next preflight answer CLEAN or CLEAN_ALL (empty string cancels)."""
     if kind and kind not in CleanSync.values:
         raise ValueError(kind)
-    host.clean_sync_requested = kind or ""
-    host.save(update_fields=["clean_sync_requested"])
+    with transaction.atomic():
+        before = host.clean_sync_requested
+        host.clean_sync_requested = kind or ""
+        host.save(update_fields=["clean_sync_requested"])
+        _audit_host(
+            host,
+            "host.request_clean_sync",
+            {"clean_sync_requested": before},
+            {"clean_sync_requested": host.clean_sync_requested},
+            justification,
+        )
 
 
 # --- hosts: the sync stages ---------------------------------------------------------------------
@@ -254,7 +314,26 @@ def profile_create(
             revision_bump()  # tags are created only under the revision lock
         profile.save()
         _profile_scope(profile, tag_names, machine_ids)
+        _audit_profile(profile, "profile.create", None, _profile_values(profile))
     return profile
+
+
+def _profile_values(profile: ConfigurationProfile) -> dict:
+    values = model_to_dict(profile, exclude=["id", "tags", "hosts"])
+    values["tags"] = sorted(t.name for t in profile.tags.all())
+    values["machine_ids"] = sorted(h.machine_id for h in profile.hosts.all())
+    return values
+
+
+def _audit_profile(profile, action: str, before, after) -> None:
+    audit_record(
+        action=action,
+        object_type="profile",
+        object_id=profile.pk,
+        object_repr=profile.name,
+        before=before,
+        after=after,
+    )
 
 
 def profile_update(
@@ -262,6 +341,7 @@ def profile_update(
 ) -> ConfigurationProfile:
     if profile.is_default and (tag_names or machine_ids):
         raise InvalidProfile("The default profile applies to every host; it has no scope.")
+    before = _profile_values(ConfigurationProfile.objects.get(pk=profile.pk))
     for name, value in values.items():
         setattr(profile, name, value)
     _profile_check(profile)
@@ -272,13 +352,16 @@ def profile_update(
             revision_bump()  # tags are created only under the revision lock
         profile.save()
         _profile_scope(profile, tag_names, machine_ids)
+        _audit_profile(profile, "profile.update", before, _profile_values(profile))
     return profile
 
 
 def profile_delete(*, profile: ConfigurationProfile) -> None:
     if profile.is_default:
         raise InvalidProfile("The default profile cannot be deleted; change its settings.")
-    profile.delete()
+    with transaction.atomic():
+        _audit_profile(profile, "profile.delete", _profile_values(profile), None)
+        profile.delete()
 
 
 # --- tag rules ----------------------------------------------------------------------------------
@@ -304,7 +387,29 @@ def tag_rule_create(
             tag=tag, fact=fact, operator=operator, value=value, description=description
         )
         _tag_rule_changed(revision)
+        _audit_tag_rule(rule, "tag_rule.create", None, _tag_rule_values(rule))
     return rule
+
+
+def _tag_rule_values(rule: TagRule) -> dict:
+    return {
+        "tag": rule.tag.name,
+        "fact": rule.fact,
+        "operator": rule.operator,
+        "value": rule.value,
+        "description": rule.description,
+    }
+
+
+def _audit_tag_rule(rule: TagRule, action: str, before, after) -> None:
+    audit_record(
+        action=action,
+        object_type="tag_rule",
+        object_id=rule.pk,
+        object_repr=f"{rule.tag.name}: {rule.fact} {rule.operator} {rule.value}",
+        before=before,
+        after=after,
+    )
 
 
 def tag_rule_update(*, rule: TagRule, **changes) -> TagRule:
@@ -312,6 +417,7 @@ def tag_rule_update(*, rule: TagRule, **changes) -> TagRule:
     operator = changes.get("operator", rule.operator)
     value = changes.get("value", rule.value)
     tagging.validate_condition(fact, operator, value)
+    before = _tag_rule_values(rule)
     with transaction.atomic():
         revision = revision_bump()
         if "tag_name" in changes:
@@ -325,12 +431,14 @@ def tag_rule_update(*, rule: TagRule, **changes) -> TagRule:
         rule.description = changes.get("description", rule.description)
         rule.save()
         _tag_rule_changed(revision)
+        _audit_tag_rule(rule, "tag_rule.update", before, _tag_rule_values(rule))
     return rule
 
 
 def tag_rule_delete(*, rule: TagRule) -> None:
     with transaction.atomic():
         revision = revision_bump()
+        _audit_tag_rule(rule, "tag_rule.delete", _tag_rule_values(rule), None)
         rule.delete()
         _tag_rule_changed(revision)
 

@@ -80,6 +80,9 @@ class Rule(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     revision = models.BigIntegerField(help_text="Fleet revision of the rule's last change.")
+    # When set, the periodic task rules.expire deletes the rule after this time (hosts then
+    # get REMOVE like for any deletion).
+    expires_at = models.DateTimeField(null=True, blank=True)
     # The fan-out of the rule's last change, and the delivery summary the workers keep for
     # lists and reports (detail views compute it live: rules.tracking.rule_delivery).
     fanout = models.ForeignKey(
@@ -91,7 +94,10 @@ class Rule(models.Model):
 
     class Meta:
         ordering = ["rule_type", "identifier", "id"]
-        indexes = [models.Index(fields=["rule_type", "identifier"], name="rule_key")]
+        indexes = [
+            models.Index(fields=["rule_type", "identifier"], name="rule_key"),
+            models.Index(fields=["expires_at"], name="rule_expires_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.rule_type} {self.identifier} {self.policy}"

@@ -4,13 +4,16 @@ change up at their next rule download (rules/delivery.py)."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
+from audit.services import audit_record
 from hosts.errors import HostsError, InvalidTag
 from hosts.fanout import fanout_record
 from hosts.models import FanOut, FanOutKind, Host, Tag
@@ -39,6 +42,7 @@ class RuleInput:
     tags: Sequence[str] = ()
     excluded_tags: Sequence[str] = ()
     machine_ids: Sequence[str] = ()
+    expires_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class _Valid:
     tag_names: tuple[str, ...]
     excluded_names: tuple[str, ...]
     hosts: tuple[Host, ...]
+    expires_at: datetime.datetime | None = None
     # Bound inside the writing transaction (_bind_tags), so a refused request creates no tag.
     tags: tuple[Tag, ...] = ()
     excluded_tags: tuple[Tag, ...] = ()
@@ -110,6 +115,12 @@ def _validate(data: RuleInput) -> _Valid:
     if url and not re.match(r"https?://[^\s]+$", url):
         raise InvalidRule("custom_url must be an http:// or https:// URL.", "custom_url")
 
+    expires_at = data.expires_at
+    if expires_at is not None:
+        if timezone.is_naive(expires_at):
+            raise InvalidRule("expires_at needs a time zone.", "expires_at")
+        if expires_at <= timezone.now():
+            raise InvalidRule("expires_at must be in the future.", "expires_at")
     hosts, unknown = hosts_by_machine_id(data.machine_ids)
     if unknown:
         raise InvalidRule(f"Unknown machine ids: {', '.join(unknown)}.", "machine_ids")
@@ -129,6 +140,7 @@ def _validate(data: RuleInput) -> _Valid:
         tag_names=tags,
         excluded_names=excluded,
         hosts=tuple(hosts),
+        expires_at=expires_at,
         **texts,
     )
 
@@ -229,16 +241,21 @@ def _set_scope(rule: Rule, valid: _Valid) -> None:
     rule.hosts.set(valid.hosts)
 
 
-def rule_create(*, data: RuleInput, actor: AbstractBaseUser | None = None) -> Rule:
+def rule_create(
+    *, data: RuleInput, actor: AbstractBaseUser | None = None, justification: str = ""
+) -> Rule:
     try:
-        return rules_bulk_create(items=[data], actor=actor)[0]
+        return rules_bulk_create(items=[data], actor=actor, justification=justification)[0]
     except (RulesError, HostsError) as exc:
         exc.index = None  # a position only means something in a bulk request
         raise
 
 
 def rules_bulk_create(
-    *, items: Sequence[RuleInput], actor: AbstractBaseUser | None = None
+    *,
+    items: Sequence[RuleInput],
+    actor: AbstractBaseUser | None = None,
+    justification: str = "",
 ) -> list[Rule]:
     """Create rules in one transaction and one revision: all of them or none."""
     valid_items = []
@@ -275,6 +292,7 @@ def rules_bulk_create(
                     custom_url=v.custom_url,
                     cel_expr=v.cel_expr,
                     comment=v.comment,
+                    expires_at=v.expires_at,
                     created_by=actor,
                     updated_by=actor,
                     revision=revision,
@@ -300,6 +318,26 @@ def rules_bulk_create(
             )
         _open_versions(pairs, revision, actor)
         FanOut.objects.filter(pk=fanout.pk).update(rule_ids=[rule.pk for rule in rules])
+        if len(pairs) == 1:
+            rule, valid = pairs[0]
+            audit_record(
+                action="rule.create",
+                object_type="rule",
+                object_id=rule.pk,
+                object_repr=str(rule),
+                after=_snapshot(rule, valid),
+                justification=justification or valid.comment,
+                actor=actor,
+            )
+        else:
+            audit_record(
+                action="rule.bulk_create",
+                object_type="rule",
+                object_repr=f"{len(pairs)} rules",
+                after={"rules": [_snapshot(rule, valid) for rule, valid in pairs]},
+                justification=justification,
+                actor=actor,
+            )
     return rules
 
 
@@ -337,10 +375,16 @@ def _unchanged(version: RuleVersion, valid: _Valid) -> bool:
     )
 
 
-def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None = None) -> Rule:
+def rule_update(
+    *,
+    rule: Rule,
+    data: RuleInput,
+    actor: AbstractBaseUser | None = None,
+    justification: str = "",
+) -> Rule:
     """Change a rule; hosts that gain it get it, hosts that lose it get REMOVE.
 
-    A change to the comment alone is not delivered and takes no revision.
+    A change to the comment or the expiry alone is not delivered and takes no revision.
     """
     valid = _validate(data)
     actor = actor if actor is not None and actor.is_authenticated else None
@@ -348,15 +392,19 @@ def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None =
     if _unchanged(current, valid):
         with transaction.atomic():
             rule = Rule.objects.select_for_update().get(pk=rule.pk)
-            if rule.comment != valid.comment:
+            if (rule.comment, rule.expires_at) != (valid.comment, valid.expires_at):
+                before = rule_snapshot(rule)
                 rule.comment = valid.comment
+                rule.expires_at = valid.expires_at
                 rule.updated_by = actor
-                rule.save(update_fields=["comment", "updated_by", "updated_at"])
+                rule.save(update_fields=["comment", "expires_at", "updated_by", "updated_at"])
+                _audit_update(rule, before, justification, actor)
         return rule
     with transaction.atomic():
         revision = revision_bump()
         [valid] = _bind_tags([valid])
         rule = Rule.objects.select_for_update().get(pk=rule.pk)
+        before = rule_snapshot(rule)
         _check_conflicts(valid, exclude_rule_id=rule.pk)
         for name in (
             "rule_type",
@@ -368,6 +416,7 @@ def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None =
             "comment",
         ):
             setattr(rule, name, getattr(valid, name))
+        rule.expires_at = valid.expires_at
         rule.updated_by = actor
         rule.revision = revision
         rule.fanout = fanout_record(kind=FanOutKind.RULES, revision=revision, rule_ids=[rule.pk])
@@ -375,26 +424,147 @@ def rule_update(*, rule: Rule, data: RuleInput, actor: AbstractBaseUser | None =
         _set_scope(rule, valid)
         _close_versions([rule.pk], revision)
         _open_versions([(rule, valid)], revision, actor)
+        _audit_update(rule, before, justification, actor)
     return rule
 
 
-def rule_delete(*, rule: Rule, actor: AbstractBaseUser | None = None) -> None:
+def _audit_update(rule: Rule, before: dict, justification: str, actor) -> None:
+    audit_record(
+        action="rule.update",
+        object_type="rule",
+        object_id=rule.pk,
+        object_repr=str(rule),
+        before=before,
+        after=rule_snapshot(rule),
+        justification=justification or rule.comment,
+        actor=actor,
+    )
+
+
+def rule_delete(
+    *, rule: Rule, actor: AbstractBaseUser | None = None, justification: str = ""
+) -> None:
     """Delete a rule; hosts that held it get REMOVE (or the next most specific rule)."""
-    rules_bulk_delete(rule_ids=[rule.pk], actor=actor)
+    rules_bulk_delete(rule_ids=[rule.pk], actor=actor, justification=justification)
 
 
-def rules_bulk_delete(*, rule_ids: Sequence[int], actor: AbstractBaseUser | None = None) -> int:
+def rules_bulk_delete(
+    *,
+    rule_ids: Sequence[int],
+    actor: AbstractBaseUser | None = None,
+    justification: str = "",
+    action: str = "rule.delete",
+) -> int:
+    actor = actor if actor is not None and actor.is_authenticated else None
     with transaction.atomic():
         revision = revision_bump()
-        existing = list(
+        doomed = list(
             Rule.objects.select_for_update()
             .filter(pk__in=list(rule_ids))
-            .values_list("pk", flat=True)
+            .prefetch_related("tags", "excluded_tags", "hosts")
         )
+        existing = [rule.pk for rule in doomed]
         if not existing:
             transaction.set_rollback(True)
             return 0
+        for rule in doomed:
+            audit_record(
+                action=action,
+                object_type="rule",
+                object_id=rule.pk,
+                object_repr=str(rule),
+                before=rule_snapshot(rule),
+                justification=justification,
+                actor=actor,
+            )
         _close_versions(existing, revision)
         Rule.objects.filter(pk__in=existing).delete()
         fanout_record(kind=FanOutKind.RULES, revision=revision, rule_ids=existing)
     return len(existing)
+
+
+def rule_approve(
+    *,
+    binary,
+    rule_type: str,
+    policy: str = Policy.ALLOWLIST,
+    tags: Sequence[str] = (),
+    machine_ids: Sequence[str] = (),
+    expires_at: datetime.datetime | None = None,
+    custom_msg: str = "",
+    justification: str,
+    actor: AbstractBaseUser | None = None,
+) -> Rule:
+    """Turn an analyst's decision on a binary into a rule of the chosen type and scope.
+
+    The identifier comes from what the agent reported for the binary; the justification is
+    required and kept as the rule's comment and in the audit trail.
+    """
+    from events.selectors import identifier_for
+
+    if rule_type not in RuleType.values:
+        raise InvalidRule(f"rule_type must be one of {', '.join(RuleType.values)}.", "rule_type")
+    identifier = identifier_for(binary, rule_type)
+    if not identifier:
+        raise InvalidRule(
+            f"This binary has no {RuleType(rule_type).label} to make a rule from.", "rule_type"
+        )
+    if not isinstance(justification, str) or not justification.strip():
+        raise InvalidRule("A justification is required.", "justification")
+    return rule_create(
+        data=RuleInput(
+            rule_type=rule_type,
+            identifier=identifier,
+            policy=policy,
+            custom_msg=custom_msg,
+            comment=justification.strip(),
+            tags=tuple(tags),
+            machine_ids=tuple(machine_ids),
+            expires_at=expires_at,
+        ),
+        actor=actor,
+        justification=justification.strip(),
+    )
+
+
+def rule_snapshot(rule: Rule) -> dict:
+    """A rule's values as the audit trail records them."""
+    return {
+        "rule_type": rule.rule_type,
+        "identifier": rule.identifier,
+        "policy": rule.policy,
+        "custom_msg": rule.custom_msg,
+        "custom_url": rule.custom_url,
+        "cel_expr": rule.cel_expr,
+        "comment": rule.comment,
+        "expires_at": rule.expires_at,
+        "tags": sorted(t.name for t in rule.tags.all()),
+        "excluded_tags": sorted(t.name for t in rule.excluded_tags.all()),
+        "machine_ids": sorted(h.machine_id for h in rule.hosts.all()),
+    }
+
+
+def _snapshot(rule: Rule, valid: _Valid) -> dict:
+    """rule_snapshot of a rule just created, from its validated input (no queries)."""
+    return {
+        "rule_type": rule.rule_type,
+        "identifier": rule.identifier,
+        "policy": rule.policy,
+        "custom_msg": rule.custom_msg,
+        "custom_url": rule.custom_url,
+        "cel_expr": rule.cel_expr,
+        "comment": rule.comment,
+        "expires_at": rule.expires_at,
+        "tags": list(valid.tag_names),
+        "excluded_tags": list(valid.excluded_names),
+        "machine_ids": sorted(h.machine_id for h in valid.hosts),
+    }
+
+
+def rules_expire(*, now: datetime.datetime | None = None) -> int:
+    """Delete the rules whose expiry has passed (periodic: rules.expire)."""
+    now = now or timezone.now()
+    ids = list(Rule.objects.filter(expires_at__lte=now).values_list("pk", flat=True)[:1000])
+    if not ids:
+        return 0
+    return rules_bulk_delete(rule_ids=ids, action="rule.expire", justification="Expired.")

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from .services import rules_expire
 from .tracking import delivery_refresh_pending, drift_audit
 
 
@@ -15,3 +16,9 @@ def refresh_delivery() -> int:
 def check_drift() -> dict:
     """Audit a slice of the fleet's delivered-rule bookkeeping against the rule history."""
     return drift_audit()
+
+
+@shared_task(name="rules.expire")
+def expire() -> int:
+    """Delete rules whose expiry has passed; their hosts get REMOVE at the next sync."""
+    return rules_expire()

@@ -14,10 +14,12 @@ from django.contrib.auth.management import create_permissions
 
 ADMIN, ANALYST, AUDITOR = "admin", "analyst", "auditor"
 ROLES = (ADMIN, ANALYST, AUDITOR)
-DOMAIN_APPS = ("hosts", "rules", "events")
+DOMAIN_APPS = ("hosts", "rules", "events", "audit")
 
 ANALYST_WRITES = {
     "rules": {"add_rule", "change_rule", "delete_rule"},
+    # Deciding approval requests (the decision itself creates a rule: add_rule is checked too).
+    "events": {"change_approvalrequest"},
     "hosts": {
         "change_host",
         "add_tag",
@@ -27,7 +29,7 @@ ANALYST_WRITES = {
         "delete_tagrule",
     },
 }
-ADMIN_APPS = ("hosts", "rules", "events", "auth", "authtoken")
+ADMIN_APPS = ("hosts", "rules", "events", "audit", "auth", "authtoken")
 
 
 def role_permissions(Permission) -> dict[str, set]:

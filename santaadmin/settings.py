@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "rules",
     "events",
     "syncapi",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -74,6 +75,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "audit.context.AuditContextMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -147,7 +149,9 @@ STORAGES = {
 # Serve straight from static/ too, so `make run` needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
 
 # --- Security -----------------------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
@@ -224,6 +228,7 @@ CELERY_BEAT_SCHEDULE = {
     "hosts-mark-stale": {"task": "hosts.mark_stale", "schedule": 300.0},
     "rules-refresh-delivery": {"task": "rules.refresh_delivery", "schedule": 300.0},
     "rules-check-drift": {"task": "rules.check_drift", "schedule": 600.0},
+    "rules-expire": {"task": "rules.expire", "schedule": 60.0},
     "events-prune": {"task": "events.prune", "schedule": 3600.0},
 }
 

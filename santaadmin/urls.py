@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
@@ -17,7 +18,13 @@ router.register("fanouts", FanOutViewSet, basename="fanout")
 router.register("profiles", ProfileViewSet, basename="configurationprofile")
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", views.dashboard, name="dashboard"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("events.urls")),
+    path("", include("rules.urls")),
+    path("", include("hosts.urls")),
+    path("", include("audit.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
@@ -25,5 +32,6 @@ urlpatterns = [
     path("sync/", include("syncapi.urls")),
 ]
 
+handler403 = "santaadmin.views.permission_denied"
 handler404 = "santaadmin.views.not_found"
 handler500 = "santaadmin.views.server_error"

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -8,14 +9,10 @@ from .startup import describe_mode
 
 
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    context = {"mode": describe_mode()}
-    if request.user.is_authenticated:
-        from hosts.models import Host
-        from rules.models import Rule
-
-        context["counts"] = {"hosts": Host.objects.count(), "rules": Rule.objects.count()}
-    return render(request, "home.html", context)
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """The fleet at a glance (being built)."""
+    return render(request, "home.html", {"mode": describe_mode()})
 
 
 @require_GET
@@ -61,6 +58,14 @@ def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"error": "not_found", "detail": "No such URL."}, status=404)
     return render(request, "404.html", status=404)
+
+
+def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse(
+            {"error": "permission_denied", "detail": "Your role does not allow this."}, status=403
+        )
+    return render(request, "403.html", status=403)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -22,7 +22,9 @@ EVENT = {
 # the savepoint pair of its transaction (the tests run inside one).
 EXPECTED = {
     "preflight": 6,  # + host tags, tag rules, profiles, one UPDATE of the host
-    "eventupload": 8,  # + certificates, binaries, events upserts, host UPDATE
+    # + host lock, certificates, binaries, stored keys, events, then the statistics (binary x
+    # host upsert, binary UPDATE, day upsert; a batch with executing users adds one), host UPDATE
+    "eventupload": 13,
     "ruledownload_steady": 3,  # + current revision; nothing changed, nothing computed
     "ruledownload_changes": 7,  # + revision, tag history, changed keys, versions, host UPDATE
     "ruledownload_clean_page": 7,  # one page: as ruledownload_changes

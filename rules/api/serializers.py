@@ -29,6 +29,7 @@ class RuleSerializer(serializers.ModelSerializer):
             "custom_url",
             "cel_expr",
             "comment",
+            "expires_at",
             "tags",
             "excluded_tags",
             "machine_ids",
@@ -110,6 +111,7 @@ class RuleInputSerializer(StrictSerializer):
     comment = StrictCharField(
         required=False, allow_blank=True, max_length=8192, trim_whitespace=False
     )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
     tags = _names(100, 64)
     excluded_tags = _names(100, 64)
     machine_ids = _names(1000, 128)
@@ -127,6 +129,7 @@ class RuleInputSerializer(StrictSerializer):
             tags=tuple(data.get("tags", ())),
             excluded_tags=tuple(data.get("excluded_tags", ())),
             machine_ids=tuple(data.get("machine_ids", ())),
+            expires_at=data.get("expires_at"),
         )
 
     @staticmethod
@@ -140,6 +143,7 @@ class RuleInputSerializer(StrictSerializer):
             "custom_url": rule.custom_url,
             "cel_expr": rule.cel_expr,
             "comment": rule.comment,
+            "expires_at": rule.expires_at,
             "tags": [t.name for t in rule.tags.all()],
             "excluded_tags": [t.name for t in rule.excluded_tags.all()],
             "machine_ids": [h.machine_id for h in rule.hosts.all()],

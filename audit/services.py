@@ -1,0 +1,69 @@
+"""Recording audit entries. Call `audit_record` inside the transaction of the change."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+
+from django.db import transaction
+
+from .context import current_request
+from .models import AuditEntry
+
+SYSTEM = "system"
+
+
+def _jsonable(value):
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _actor_of(request):
+    user = getattr(request, "user", None) if request is not None else None
+    if user is not None and user.is_authenticated:
+        return user
+    return None
+
+
+def audit_record(
+    *,
+    action: str,
+    object_type: str,
+    object_id="",
+    object_repr: str = "",
+    before=None,
+    after=None,
+    justification: str = "",
+    actor=None,
+    actor_name: str | None = None,
+) -> AuditEntry:
+    """Append an entry. The actor defaults to the signed-in user of the current request."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record must run inside the transaction of the change")
+    request = current_request()
+    if actor is not None and not actor.is_authenticated:
+        actor = None
+    if actor is None:
+        actor = _actor_of(request)
+    if actor_name is None:
+        actor_name = actor.get_username() if actor is not None else SYSTEM
+    return AuditEntry.objects.create(
+        actor=actor,
+        actor_name=actor_name[:150],
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id)[:128],
+        object_repr=str(object_repr)[:1000],
+        before=_jsonable(before),
+        after=_jsonable(after),
+        justification=justification,
+        source_ip=(request.META.get("REMOTE_ADDR") or None) if request is not None else None,
+    )

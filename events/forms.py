@@ -1,0 +1,152 @@
+"""Console forms of the events app: deciding on a binary, and a user's approval request."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+from django.utils.html import format_html
+
+from hosts.models import Tag
+from rules.models import Policy
+
+from .selectors import Coverage
+
+SCOPES = [
+    ("everyone", "Everyone"),
+    ("tags", "Hosts with these tags"),
+    ("hosts", "These hosts"),
+]
+DECISIONS = {"allow": Policy.ALLOWLIST, "block": Policy.BLOCKLIST}
+_SPLIT = re.compile(r"[\s,]+")
+
+
+def coverage_label(c: Coverage):
+    if not c.identifier:
+        return format_html("{} <span class='muted'>(not available for this binary)</span>", c.label)
+    if c.rule_type == "BINARY":
+        return format_html(
+            "{} <code>{}</code> — exactly this file, seen on {} host{}",
+            c.label,
+            c.identifier,
+            c.hosts,
+            "" if c.hosts == 1 else "s",
+        )
+    return format_html(
+        "{} <code>{}</code> — also covers {} other binar{} seen, on {} host{} in all",
+        c.label,
+        c.identifier,
+        c.other_binaries,
+        "y" if c.other_binaries == 1 else "ies",
+        c.hosts,
+        "" if c.hosts == 1 else "s",
+    )
+
+
+class ScopeFields(forms.Form):
+    """Who a rule applies to: everyone, hosts with some tags, or listed hosts."""
+
+    scope = forms.ChoiceField(
+        label="Scope", choices=SCOPES, initial="everyone", widget=forms.RadioSelect
+    )
+    tags = forms.ModelMultipleChoiceField(
+        label="Tags",
+        queryset=Tag.objects.all(),
+        to_field_name="name",
+        required=False,
+        help_text="For the tag scope: hosts carrying any of these tags.",
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    machine_ids = forms.CharField(
+        label="Machine IDs",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="For the host scope: one machine ID per line (or separated by commas).",
+    )
+
+    def clean_machine_ids(self):
+        return [m for m in _SPLIT.split(self.cleaned_data.get("machine_ids", "")) if m]
+
+    def clean(self):
+        data = super().clean()
+        scope = data.get("scope")
+        if scope == "tags" and not data.get("tags"):
+            self.add_error("tags", "Choose at least one tag for the tag scope.")
+        if scope == "hosts" and not data.get("machine_ids"):
+            self.add_error("machine_ids", "List at least one machine ID for the host scope.")
+        return data
+
+    def scope_kwargs(self) -> dict:
+        data = self.cleaned_data
+        if data["scope"] == "tags":
+            return {"tags": [t.name for t in data["tags"]]}
+        if data["scope"] == "hosts":
+            return {"machine_ids": data["machine_ids"]}
+        return {}
+
+
+class BinaryDecisionForm(ScopeFields):
+    """Approve or block a binary: the rule type, its scope, expiry, message and the reason."""
+
+    rule_type = forms.ChoiceField(label="Rule type", widget=forms.RadioSelect)
+    expires_at = forms.DateTimeField(
+        label="Expires",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Optional: the rule is removed from every host after this time.",
+    )
+    custom_msg = forms.CharField(
+        label="Message shown to users",
+        required=False,
+        max_length=2048,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Optional: replaces the default text of Santa's block dialog for this rule.",
+    )
+    justification = forms.CharField(
+        label="Justification",
+        max_length=8192,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Required: why this decision; kept with the rule and in the audit log.",
+    )
+    decision = forms.ChoiceField(
+        choices=[("allow", "Approve"), ("block", "Block")], widget=forms.HiddenInput
+    )
+
+    field_order = [
+        "rule_type",
+        "scope",
+        "tags",
+        "machine_ids",
+        "expires_at",
+        "custom_msg",
+        "justification",
+    ]
+
+    def __init__(self, *args, coverage: list[Coverage], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.coverage = coverage
+        field = self.fields["rule_type"]
+        field.choices = [(c.rule_type, coverage_label(c)) for c in coverage]
+        self.available = {c.rule_type for c in coverage if c.identifier}
+        self.initial.setdefault("rule_type", "BINARY")
+
+    def clean_rule_type(self):
+        value = self.cleaned_data["rule_type"]
+        if value not in self.available:
+            raise forms.ValidationError("This binary has no identifier of that type.")
+        return value
+
+    @property
+    def policy(self) -> str:
+        return DECISIONS[self.cleaned_data["decision"]]
+
+
+class ApprovalRequestForm(forms.Form):
+    """What a blocked user tells the analysts."""
+
+    reason = forms.CharField(
+        label="Why do you need this program?",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Say what it is for and what you were doing when it was blocked.",
+    )

@@ -1,0 +1,38 @@
+// Progressive enhancement only: every page works without this file.
+// Elements with data-refresh-url reload their content from that URL every few seconds
+// (delivery progress after a rule change) until the server marks them data-done="true".
+(function () {
+  "use strict";
+  function poll(el) {
+    var delay = parseInt(el.getAttribute("data-refresh-ms") || "3000", 10);
+    window.setTimeout(function () {
+      fetch(el.getAttribute("data-refresh-url"), {
+        credentials: "same-origin",
+        headers: { "X-Requested-With": "fetch" },
+      })
+        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+        .then(function (html) {
+          var holder = document.createElement("div");
+          holder.innerHTML = html;
+          var fresh = holder.firstElementChild;
+          if (!fresh) return;
+          el.replaceWith(fresh);
+          if (fresh.getAttribute("data-done") !== "true") poll(fresh);
+        })
+        .catch(function () { poll(el); });
+    }, delay);
+  }
+  function confirmForms() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-refresh-url]").forEach(function (el) {
+      if (el.getAttribute("data-done") !== "true") poll(el);
+    });
+    confirmForms();
+  });
+})();
