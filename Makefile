@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration check lint format migrations-check worker beat clean
+.PHONY: install run test test-integration check lint format migrations-check worker beat clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -30,6 +30,10 @@ test: install
 ## The same suite against PostgreSQL and Redis (DATABASE_URL / CELERY_BROKER_URL must be set).
 test-integration: install
 	$(BIN)/python -m pytest -q
+
+## Refresh docs/screenshots/ (the README's images) from the browser tests.
+screenshots: install
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_screenshots.py
 
 lint: install
 	$(BIN)/ruff check .

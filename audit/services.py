@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Mapping
 
 from django.db import transaction
+from django.utils import timezone
 
 from .context import current_request
 from .models import AuditEntry
@@ -31,6 +32,41 @@ def _actor_of(request):
     if user is not None and user.is_authenticated:
         return user
     return None
+
+
+def audit_record_many(
+    *, action: str, object_type: str, objects, justification: str = "", actor=None
+):
+    """One entry per object of a bulk change (`objects`: (id, repr, before, after) tuples), in
+    a single INSERT; otherwise as audit_record."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record_many must run inside the transaction of the change")
+    request = current_request()
+    if actor is not None and not actor.is_authenticated:
+        actor = None
+    actor = actor or _actor_of(request)
+    name = actor.get_username() if actor is not None else SYSTEM
+    address = (request.META.get("REMOTE_ADDR") or None) if request is not None else None
+    now = timezone.now()
+    return AuditEntry.objects.bulk_create(
+        [
+            AuditEntry(
+                at=now,
+                actor=actor,
+                actor_name=name[:150],
+                action=action,
+                object_type=object_type,
+                object_id=str(object_id)[:128],
+                object_repr=str(text)[:1000],
+                before=_jsonable(before),
+                after=_jsonable(after),
+                justification=justification,
+                source_ip=address,
+            )
+            for object_id, text, before, after in objects
+        ],
+        batch_size=2000,
+    )
 
 
 def audit_record(

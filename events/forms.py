@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.conf import settings
 from django.utils.html import format_html
 
 from hosts.models import Tag
 from rules.models import Policy
 
+from .approvals import MAX_REQUESTER, MAX_RESPONSE
 from .selectors import Coverage
 
 SCOPES = [
@@ -40,6 +42,17 @@ def coverage_label(c: Coverage):
         "y" if c.other_binaries == 1 else "ies",
         c.hosts,
         "" if c.hosts == 1 else "s",
+    )
+
+
+def expiry_field() -> forms.DateTimeField:
+    """An optional expiry (a browser date-time picker; interpreted in TIME_ZONE)."""
+    return forms.DateTimeField(
+        label="Expires",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=f"Optional: the rule is removed from every host after this time "
+        f"({settings.TIME_ZONE}).",
     )
 
 
@@ -89,12 +102,7 @@ class BinaryDecisionForm(ScopeFields):
     """Approve or block a binary: the rule type, its scope, expiry, message and the reason."""
 
     rule_type = forms.ChoiceField(label="Rule type", widget=forms.RadioSelect)
-    expires_at = forms.DateTimeField(
-        label="Expires",
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="Optional: the rule is removed from every host after this time.",
-    )
+    expires_at = expiry_field()
     custom_msg = forms.CharField(
         label="Message shown to users",
         required=False,
@@ -150,3 +158,49 @@ class ApprovalRequestForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Say what it is for and what you were doing when it was blocked.",
     )
+
+
+REQUEST_STATES = [
+    ("pending", "Waiting"),
+    ("approved", "Approved"),
+    ("denied", "Denied"),
+    ("all", "All"),
+]
+
+
+class RequestStateFilter(forms.Form):
+    state = forms.ChoiceField(label="State", choices=REQUEST_STATES, initial="pending")
+
+
+class RequestDecisionForm(BinaryDecisionForm):
+    """The binary page's decision, plus an optional word to the requester."""
+
+    response = forms.CharField(
+        label="Message to the requester",
+        required=False,
+        max_length=MAX_RESPONSE,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Optional: shown on the requester's page with the decision.",
+    )
+
+
+class RequestDenyForm(forms.Form):
+    prefix = "deny"  # the decision form on the same page has a `response` field too
+
+    response = forms.CharField(
+        label="Message to the requester",
+        max_length=MAX_RESPONSE,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Required: why not, or what to do instead. The requester reads it on their page.",
+    )
+
+
+class NamedApprovalRequestForm(ApprovalRequestForm):
+    """For a link without a user name (%username% was empty): ask for one."""
+
+    name = forms.CharField(
+        label="Your user name on this Mac",
+        max_length=MAX_REQUESTER,
+        help_text="So that the analysts know who asks, and you can come back to this page.",
+    )
+    field_order = ["name", "reason"]

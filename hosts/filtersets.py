@@ -1,10 +1,15 @@
 import django_filters
-from django.db.models import Q
+from django import forms
+from django.db.models import Exists, OuterRef, Q
 
-from .models import ClientMode, FanOut, FanOutKind, FanOutState, Host, TagFact, TagRule
+from .models import ClientMode, FanOut, FanOutKind, FanOutState, Host, HostTag, TagFact, TagRule
 
 
 class HostFilterSet(django_filters.FilterSet):
+    """Host filters of the API and the console. Each is a predicate on the host row or an
+    EXISTS probe of the (tag, rev_to) index: no join multiplies rows, no DISTINCT is needed."""
+
+    q = django_filters.CharFilter(method="filter_q", label="Search")  # id, name, serial, user
     machine_id = django_filters.CharFilter()
     hostname = django_filters.CharFilter(lookup_expr="icontains")
     serial_number = django_filters.CharFilter()
@@ -12,7 +17,13 @@ class HostFilterSet(django_filters.FilterSet):
     client_mode = django_filters.ChoiceFilter(
         field_name="reported_client_mode", choices=ClientMode.choices
     )
-    santa_version = django_filters.CharFilter()
+    mode = django_filters.ChoiceFilter(
+        method="filter_mode",
+        choices=ClientMode.choices,
+        label="Mode",
+        empty_label="Any mode",
+    )  # effective: the override if set, else the mode the host reported
+    santa_version = django_filters.CharFilter(label="Santa version")
     enrollment = django_filters.CharFilter(field_name="enrollment__name")
     drifted = django_filters.BooleanFilter(method="filter_drifted")
     stale = django_filters.BooleanFilter(
@@ -24,10 +35,31 @@ class HostFilterSet(django_filters.FilterSet):
         model = Host
         fields = ["machine_id", "serial_number", "santa_version", "rules_dropped"]
 
-    def filter_tag(self, queryset, name, value):
+    def filter_q(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
         return queryset.filter(
-            tag_spans__tag__name=value.lower(), tag_spans__rev_to__isnull=True
-        ).distinct()
+            Q(machine_id__icontains=value)
+            | Q(hostname__icontains=value)
+            | Q(serial_number__icontains=value)
+            | Q(primary_user__icontains=value)
+        )
+
+    def filter_tag(self, queryset, name, value):
+        value = value.strip().lower()
+        if not value:
+            return queryset
+        return queryset.filter(
+            Exists(
+                HostTag.objects.filter(host_id=OuterRef("pk"), tag__name=value, rev_to__isnull=True)
+            )
+        )
+
+    def filter_mode(self, queryset, name, value):
+        return queryset.filter(
+            Q(client_mode_override=value) | Q(client_mode_override="", reported_client_mode=value)
+        )
 
     def filter_drifted(self, queryset, name, value):
         drifted = Q(drift_detected_at__isnull=False)
@@ -50,3 +82,54 @@ class FanOutFilterSet(django_filters.FilterSet):
     class Meta:
         model = FanOut
         fields = ["kind", "state"]
+
+
+class _AnyYesNo(forms.NullBooleanSelect):
+    """Yes / No / any (the default widget's third choice reads "Unknown")."""
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs)
+        self.choices = [("", "Any"), ("true", "Yes"), ("false", "No")]
+
+    def format_value(self, value):
+        # A list: a plain string would make "" (Any) match as a substring of any value.
+        return [{True: "true", False: "false", "true": "true", "false": "false"}.get(value, "")]
+
+
+class HostConsoleFilterSet(HostFilterSet):
+    """The hosts list in the console: the filters an analyst triages with."""
+
+    CONSOLE_FILTERS = ("q", "tag", "mode", "santa_version", "stale", "drifted", "ordering")
+    ORDERINGS = {
+        "machine_id": ("machine_id",),
+        "last_sync": ("last_postflight_at", "id"),
+        "-last_sync": ("-last_postflight_at", "-id"),
+    }
+
+    ordering = django_filters.ChoiceFilter(
+        label="Sort by",
+        empty_label=None,
+        choices=[
+            ("machine_id", "Machine ID"),
+            ("last_sync", "Last sync, oldest first"),
+            ("-last_sync", "Last sync, newest first"),
+        ],
+        method="order",
+    )
+
+    def __init__(self, data=None, *args, **kwargs):
+        super().__init__(data, *args, **kwargs)
+        self.filters = {name: self.filters[name] for name in self.CONSOLE_FILTERS}
+        labels = {"tag": "Tag", "stale": "Stale", "drifted": "Drifted"}
+        for name, label in labels.items():
+            self.filters[name].label = label
+        for name in ("stale", "drifted"):
+            self.filters[name].extra["widget"] = _AnyYesNo
+        for name in ("q", "tag", "santa_version"):
+            self.filters[name].extra["widget"] = forms.TextInput(attrs={"type": "search"})
+        self.filters["q"].extra["widget"] = forms.TextInput(
+            attrs={"type": "search", "placeholder": "Machine ID, hostname, serial, user"}
+        )
+
+    def order(self, queryset, name, value):
+        return queryset.order_by(*self.ORDERINGS.get(value, self.ORDERINGS["machine_id"]))

@@ -171,6 +171,16 @@ class Host(models.Model):
             models.Index(fields=["last_postflight_at"], name="host_last_postflight"),
             models.Index(fields=["stale_after"], name="host_stale_after"),
             models.Index(fields=["rules_synced_rev"], name="host_rules_synced_rev"),
+            # Console and API filters over large fleets: drifted, stale, Santa version.
+            models.Index(
+                fields=["drift_detected_at"],
+                name="host_drifted",
+                condition=Q(drift_detected_at__isnull=False),
+            ),
+            models.Index(
+                fields=["stale_since"], name="host_stale", condition=Q(stale_since__isnull=False)
+            ),
+            models.Index(fields=["santa_version"], name="host_santa_version"),
         ]
 
     def __str__(self) -> str:
@@ -179,6 +189,33 @@ class Host(models.Model):
     @property
     def drifted(self) -> bool:
         return bool(self.drift_reasons)
+
+
+class HostSync(models.Model):
+    """One completed sync of a host (written at its postflight), kept SYNC_HISTORY_RETENTION_DAYS.
+
+    The console shows a host's last syncs from it; `revision` is the fleet revision whose rule
+    set the host holds after the sync (null: unknown, its next sync is clean).
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="syncs")
+    finished_at = models.DateTimeField()
+    sync_type = models.CharField(max_length=16, choices=SyncType.choices)
+    rules_received = models.BigIntegerField(default=0)
+    rules_processed = models.BigIntegerField(default=0)
+    revision = models.BigIntegerField(null=True, blank=True)
+    rules_dropped = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-finished_at", "-id"]
+        indexes = [
+            models.Index(fields=["host", "-finished_at"], name="hostsync_host_finished"),
+            # Retention (hosts_prune_syncs) deletes by age across all hosts.
+            models.Index(fields=["finished_at"], name="hostsync_finished"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_id} {self.sync_type} sync at {self.finished_at:%Y-%m-%d %H:%M:%S}"
 
 
 class TagSource(models.TextChoices):

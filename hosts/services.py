@@ -37,6 +37,7 @@ from .models import (
     FanOut,
     FanOutKind,
     Host,
+    HostSync,
     HostTag,
     Revision,
     SyncType,
@@ -719,3 +720,31 @@ def host_postflight(*, host: Host, report: PostflightReport) -> None:
     Host.objects.filter(pk=host.pk).update(**updates)
     for name, value in updates.items():
         setattr(host, name, value)
+    HostSync.objects.create(
+        host=host,
+        finished_at=updates["last_postflight_at"],
+        sync_type=performed,
+        rules_received=report.rules_received,
+        rules_processed=report.rules_processed,
+        revision=host.rules_synced_rev,
+        rules_dropped=updates["rules_dropped"],
+    )
+
+
+def hosts_prune_syncs(*, now=None, batch: int = 10_000) -> int:
+    """Delete sync history older than SYNC_HISTORY_RETENTION_DAYS (0 keeps it forever), in
+    batches of primary keys, each its own short statement (as events.services.events_prune)."""
+    days = settings.SYNC_HISTORY_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(
+            HostSync.objects.filter(finished_at__lt=cutoff)
+            .order_by("finished_at")
+            .values_list("id", flat=True)[:batch]
+        )
+        if not ids:
+            return total
+        total += HostSync.objects.filter(id__in=ids).delete()[0]

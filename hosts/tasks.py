@@ -1,9 +1,10 @@
-"""Celery tasks of the hosts app: running fan-outs, reconciling lost ones, stale hosts."""
+"""Celery tasks of the hosts app: running fan-outs, reconciling lost ones, stale hosts
+and the retention of their sync history."""
 
 from celery import shared_task
 
 from .fanout import fanout_execute, fanout_reconcile
-from .services import hosts_mark_stale
+from .services import hosts_mark_stale, hosts_prune_syncs
 
 
 @shared_task(name="hosts.fanout_run")
@@ -20,4 +21,7 @@ def fanout_reconcile_task() -> dict:
 
 @shared_task(name="hosts.mark_stale")
 def mark_stale_hosts() -> int:
-    return hosts_mark_stale()
+    """Mark stale hosts (returns how many), then drop sync history past its retention."""
+    stale = hosts_mark_stale()
+    hosts_prune_syncs()
+    return stale

@@ -13,7 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_many
 from hosts.errors import HostsError, InvalidTag
 from hosts.fanout import fanout_record
 from hosts.models import FanOut, FanOutKind, Host, Tag
@@ -318,26 +318,14 @@ def rules_bulk_create(
             )
         _open_versions(pairs, revision, actor)
         FanOut.objects.filter(pk=fanout.pk).update(rule_ids=[rule.pk for rule in rules])
-        if len(pairs) == 1:
-            rule, valid = pairs[0]
-            audit_record(
-                action="rule.create",
-                object_type="rule",
-                object_id=rule.pk,
-                object_repr=str(rule),
-                after=_snapshot(rule, valid),
-                justification=justification or valid.comment,
-                actor=actor,
-            )
-        else:
-            audit_record(
-                action="rule.bulk_create",
-                object_type="rule",
-                object_repr=f"{len(pairs)} rules",
-                after={"rules": [_snapshot(rule, valid) for rule, valid in pairs]},
-                justification=justification,
-                actor=actor,
-            )
+        # One entry per rule (one INSERT), so each rule's page shows who created it and why.
+        audit_record_many(
+            action="rule.create" if len(pairs) == 1 else "rule.bulk_create",
+            object_type="rule",
+            objects=[(r.pk, str(r), None, _snapshot(r, v)) for r, v in pairs],
+            justification=justification or (pairs[0][1].comment if len(pairs) == 1 else ""),
+            actor=actor,
+        )
     return rules
 
 

@@ -9,6 +9,7 @@ Two modes, decided by DATABASE_URL:
   then reports, as it reports SQLite).
 """
 
+import re
 import secrets
 from pathlib import Path
 
@@ -169,6 +170,14 @@ if not EMBEDDED:
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- Console ------------------------------------------------------------------------------------
+# The console's address as users' browsers reach it (https://santa.example.com). Preflight
+# points Santa's block dialog at <CONSOLE_URL>/request/ unless a configuration profile sets its
+# own event_detail_url; empty: the scheme and host the agent used to reach the sync URL.
+CONSOLE_URL = env.str("CONSOLE_URL", default="").rstrip("/")
+if CONSOLE_URL and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", CONSOLE_URL):
+    raise ImproperlyConfigured("CONSOLE_URL must be an http:// or https:// URL without a query.")
+
 # --- REST API -----------------------------------------------------------------------------------
 API_MAX_PAGE_SIZE = 1000
 REST_FRAMEWORK = {
@@ -221,6 +230,8 @@ TAG_RULES_BATCH_SIZE = env.int("TAG_RULES_BATCH_SIZE", default=1000)
 HOST_STALE_MISSED_SYNCS = env.int("HOST_STALE_MISSED_SYNCS", default=3)
 # Events received longer ago than this are deleted daily; 0 keeps them forever.
 EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=180)
+# A fleet of 100,000 hosts syncing every 10 minutes writes 14 million sync records a day.
+SYNC_HISTORY_RETENTION_DAYS = env.int("SYNC_HISTORY_RETENTION_DAYS", default=14)
 # Hosts whose delivered rule counts the drift audit re-computes per run (every 10 minutes).
 DRIFT_CHECK_BATCH = env.int("DRIFT_CHECK_BATCH", default=200)
 CELERY_BEAT_SCHEDULE = {

@@ -1,18 +1,100 @@
+import datetime
+
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError, connection
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from events.models import ApprovalRequest, ApprovalState, Binary, EventDay
+from hosts.models import Host
+
+from .charts import Series, last_days, stacked_bars
+from .console import console_view
 from .startup import describe_mode
+
+CHART_DAYS = 30
+TOP_BINARIES = 10
+TOP_VERSIONS = 10
+NEWEST_REQUESTS = 5
+# The chart's colours, as presentation attributes (the same as app.css's --chart-* variables).
+CHART_SERIES = (
+    Series("blocked", "Blocked", "#b42318"),
+    Series("would_block", "Would be blocked", "#d08700"),
+)
+MODES = (("LOCKDOWN", "Lockdown"), ("MONITOR", "Monitor"), ("STANDALONE", "Standalone"))
 
 
 @require_GET
-@login_required
+@console_view("hosts.view_host")
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """The fleet at a glance (being built)."""
-    return render(request, "home.html", {"mode": describe_mode()})
+    """The fleet at a glance. A handful of aggregate queries over the hosts table and the
+    statistics tables (events.stats); never an aggregate over the events themselves."""
+    user = request.user
+    context: dict = {"mode": describe_mode()}
+
+    # One pass over the hosts: sync health, and the effective mode (the operator's override,
+    # else what the agent last reported).
+    by_mode = {
+        f"mode_{value}": Count(
+            "id",
+            filter=Q(client_mode_override=value)
+            | Q(client_mode_override="", reported_client_mode=value),
+        )
+        for value, _ in MODES
+    }
+    counts = Host.objects.aggregate(
+        total=Count("id"),
+        synced=Count("id", filter=Q(last_postflight_at__isnull=False, stale_since__isnull=True)),
+        stale=Count("id", filter=Q(stale_since__isnull=False)),
+        never=Count("id", filter=Q(last_postflight_at__isnull=True)),
+        drifted=Count("id", filter=Q(drift_detected_at__isnull=False)),
+        **by_mode,
+    )
+    modes = [(label, counts.pop(f"mode_{value}")) for value, label in MODES]
+    other = counts["total"] - sum(n for _, n in modes)
+    if other:
+        modes.append(("Not reported", other))
+    context["modes"] = modes
+    context["health"] = counts
+    context["versions"] = list(
+        Host.objects.values("santa_version")
+        .annotate(n=Count("id"))
+        .order_by("-n", "santa_version")[:TOP_VERSIONS]
+    )
+
+    if user.has_perm("events.view_binary"):
+        # Event days are UTC dates (events.stats).
+        days = last_days(timezone.now().astimezone(datetime.UTC).date(), CHART_DAYS)
+        rows = EventDay.objects.filter(
+            day__gte=days[0],
+            day__lte=days[-1],
+            outcome__in=[s.key for s in CHART_SERIES],
+        ).values_list("day", "outcome", "count")
+        context["chart"] = stacked_bars(
+            days, CHART_SERIES, {(day, outcome): count for day, outcome, count in rows}
+        )
+        # By impact, as the blocked-binaries list sorts (index binary_impact).
+        context["top_binaries"] = list(
+            Binary.objects.filter(Q(blocked__gt=0) | Q(would_block__gt=0)).order_by(
+                "-host_count", "-executions", "sha256"
+            )[:TOP_BINARIES]
+        )
+    if user.has_perm("events.view_approvalrequest"):
+        waiting = ApprovalRequest.objects.filter(state=ApprovalState.PENDING)
+        context["waiting_count"] = waiting.count()
+        context["waiting"] = (
+            list(
+                waiting.select_related("binary", "host").order_by("-created_at", "-id")[
+                    :NEWEST_REQUESTS
+                ]
+            )
+            if context["waiting_count"]
+            else []
+        )
+    return render(request, "dashboard.html", context)
 
 
 @require_GET

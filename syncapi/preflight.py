@@ -1,5 +1,9 @@
 """Stage 1, preflight: record the host's facts, answer with its configuration and sync type."""
 
+from django.conf import settings
+from django.http import HttpRequest
+from django.urls import get_script_prefix, reverse
+
 from hosts.models import RemovableMediaAction
 from hosts.selectors import SyncConfiguration
 from hosts.services import PreflightFacts, PreflightResult, host_preflight, host_register
@@ -47,9 +51,30 @@ def _media_policy(action: str | None, flags) -> dict | None:
     return None
 
 
-def response_for(config: SyncConfiguration, sync_type: str) -> dict:
+# The "Open" button of Santa's block dialog leads to the console's request page unless a
+# configuration profile sets its own event_detail_url. The agent fills in the placeholders
+# (protocol.md §4.3 field 26): %file_identifier% is the file's SHA-256.
+REQUEST_PAGE_QUERY = "?sha=%file_identifier%&machine=%machine_id%&user=%username%"
+# Sent with that default URL when no profile sets a label (the agent shows at most 48
+# characters; a profile's own URL keeps the agent's own label unless the profile sets one).
+DEFAULT_EVENT_DETAIL_TEXT = "Request access"
+
+
+def default_event_detail_url(http: HttpRequest) -> str:
+    """<CONSOLE_URL>/request/?sha=...; without CONSOLE_URL, the scheme and host (and script
+    prefix) this agent reached the server at, which also serves the console."""
+    prefix = get_script_prefix()
+    page = reverse("events:request_public")[len(prefix) :]
+    base = (settings.CONSOLE_URL or http.build_absolute_uri(prefix)).rstrip("/")
+    return f"{base}/{page}{REQUEST_PAGE_QUERY}"
+
+
+def response_for(
+    config: SyncConfiguration, sync_type: str, default_detail_url: str | None = None
+) -> dict:
     """The PreflightResponse: every managed setting, always (a clean sync erases the agent's
-    synced settings, §5.3.1), and nothing the server does not manage."""
+    synced settings, §5.3.1), and nothing the server does not manage. `default_detail_url`
+    is sent (with DEFAULT_EVENT_DETAIL_TEXT) when no profile sets event_detail_url."""
     answer: dict = {"sync_type": sync_type}
     if config.client_mode:
         answer["client_mode"] = config.client_mode
@@ -71,6 +96,9 @@ def response_for(config: SyncConfiguration, sync_type: str) -> dict:
         value = getattr(config, name)
         if value is not None:
             answer[name] = value
+    if config.event_detail_url is None and default_detail_url:
+        answer["event_detail_url"] = default_detail_url
+        answer.setdefault("event_detail_text", DEFAULT_EVENT_DETAIL_TEXT)
     media = _media_policy(config.removable_media_action, config.removable_media_remount_flags)
     if media is not None:
         answer["removable_media_policy"] = media
@@ -90,4 +118,4 @@ def response_for(config: SyncConfiguration, sync_type: str) -> dict:
 def preflight(sync: SyncRequest) -> dict:
     host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
     result: PreflightResult = host_preflight(host=host, facts=facts_from(sync.message))
-    return response_for(result.configuration, result.sync_type)
+    return response_for(result.configuration, result.sync_type, default_event_detail_url(sync.http))

@@ -551,6 +551,7 @@ def test_beat_schedule_names_only_registered_tasks():
         "hosts.mark_stale",
         "rules.refresh_delivery",
         "rules.check_drift",
+        "rules.expire",
         "events.prune",
     }
     assert "hosts.fanout_run" in registered

@@ -28,7 +28,7 @@ EXPECTED = {
     "ruledownload_steady": 3,  # + current revision; nothing changed, nothing computed
     "ruledownload_changes": 7,  # + revision, tag history, changed keys, versions, host UPDATE
     "ruledownload_clean_page": 7,  # one page: as ruledownload_changes
-    "postflight": 3,  # + one UPDATE of the host
+    "postflight": 4,  # + one UPDATE of the host, one INSERT of its sync history (HostSync)
 }
 
 

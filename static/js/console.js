@@ -10,8 +10,12 @@
         credentials: "same-origin",
         headers: { "X-Requested-With": "fetch" },
       })
-        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+        .then(function (r) {
+          if (r.status === 404 || r.status === 403) return null; // gone, or signed out: stop
+          return r.ok ? r.text() : Promise.reject(r.status);
+        })
         .then(function (html) {
+          if (html === null) return;
           var holder = document.createElement("div");
           holder.innerHTML = html;
           var fresh = holder.firstElementChild;

@@ -1,0 +1,101 @@
+"""Every console URL checks the role: found by walking the URLconf, so a page added later
+without `console_view` fails here instead of being open."""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from santaadmin.roles import ANALYST, AUDITOR
+
+# Console URLs that are deliberately not behind a role.
+PUBLIC = {
+    "login",  # the sign-in page
+    "logout",  # signing out needs no role
+    "events:request_public",  # Santa's block dialog opens it for any user of a Mac
+    "healthz",
+}
+NOT_CONSOLE = ("admin/", "api/", "sync/", "static/")
+ARGS = {"pk": 1, "sha256": "0" * 64}
+
+
+def _walk(patterns, prefix="", namespace=""):
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            ns = entry.namespace or namespace
+            yield from _walk(entry.url_patterns, prefix + str(entry.pattern), ns)
+        elif isinstance(entry, URLPattern):
+            name = f"{namespace}:{entry.name}" if namespace and entry.name else entry.name
+            yield prefix + str(entry.pattern), name, entry.callback
+
+
+def _route(pattern: str) -> str:
+    path = pattern
+    for key, value in ARGS.items():
+        for converter in ("int", "str", "slug"):
+            path = path.replace(f"<{converter}:{key}>", str(value))
+    return "/" + path.lstrip("^").rstrip("$")
+
+
+CONSOLE = [
+    (name, _route(pattern), callback)
+    for pattern, name, callback in _walk(get_resolver().url_patterns)
+    if not pattern.startswith(NOT_CONSOLE) and name not in PUBLIC and "<" not in _route(pattern)
+]
+IDS = [name for name, _, _ in CONSOLE]
+
+
+def test_the_walk_finds_the_console():
+    names = set(IDS)
+    assert {"dashboard", "events:binary_list", "rules:rule_list", "hosts:host_list"} <= names
+    assert "audit:entry_list" in names
+
+
+@pytest.mark.parametrize(("name", "url", "view"), CONSOLE, ids=IDS)
+def test_every_console_view_declares_its_permissions(name, url, view):
+    assert getattr(view, "console_permissions", None), f"{name} is not wrapped in console_view"
+
+
+@pytest.mark.parametrize(("name", "url", "view"), CONSOLE, ids=IDS)
+def test_anonymous_is_sent_to_sign_in(client, db, name, url, view):
+    response = client.post(url)
+    assert response.status_code in (302, 405), name
+    if response.status_code == 302:
+        assert response["Location"].startswith("/accounts/login/")
+    response = client.get(url)
+    assert response.status_code in (302, 405), name  # 405: a POST-only action
+    if response.status_code == 302:
+        assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize(("name", "url", "view"), CONSOLE, ids=IDS)
+def test_user_without_a_role_is_refused(console, name, url, view):
+    browser = console(None)
+    assert browser.get(url).status_code == 403
+    assert browser.post(url).status_code in (403, 405)
+
+
+WRITES = [
+    (name, url, view)
+    for name, url, view in CONSOLE
+    if any(".view_" not in p for p in getattr(view, "console_permissions", ()))
+]
+
+
+def test_the_walk_finds_the_pages_that_change_things():
+    names = {name for name, _, _ in WRITES}
+    assert {"events:binary_decide", "rules:rule_edit", "hosts:host_tags"} <= names
+
+
+@pytest.mark.parametrize(("name", "url", "view"), WRITES, ids=[w[0] for w in WRITES])
+def test_auditor_cannot_use_any_view_that_changes_things(console, name, url, view):
+    browser = console(AUDITOR)
+    assert browser.post(url).status_code in (403, 405)
+    assert browser.get(url).status_code in (403, 405)
+
+
+def test_roles_hold_what_the_console_needs(console):
+    analyst = console(ANALYST).user
+    auditor = console(AUDITOR, "aud").user
+    for perm in ("rules.add_rule", "events.change_approvalrequest", "hosts.change_host"):
+        assert analyst.has_perm(perm) and not auditor.has_perm(perm)
+    for perm in ("events.view_binary", "audit.view_auditentry", "rules.view_rule"):
+        assert analyst.has_perm(perm) and auditor.has_perm(perm)
