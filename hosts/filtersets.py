@@ -1,6 +1,6 @@
 import django_filters
 from django import forms
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 
 from .models import ClientMode, FanOut, FanOutKind, FanOutState, Host, HostTag, TagFact, TagRule
 
@@ -102,8 +102,10 @@ class HostConsoleFilterSet(HostFilterSet):
     CONSOLE_FILTERS = ("q", "tag", "mode", "santa_version", "stale", "drifted", "ordering")
     ORDERINGS = {
         "machine_id": ("machine_id",),
-        "last_sync": ("last_postflight_at", "id"),
-        "-last_sync": ("-last_postflight_at", "-id"),
+        # Never-synced hosts first when looking for the oldest, last when for the newest, on
+        # SQLite and PostgreSQL alike (they sort NULL differently by default).
+        "last_sync": (F("last_postflight_at").asc(nulls_first=True), "id"),
+        "-last_sync": (F("last_postflight_at").desc(nulls_last=True), "-id"),
     }
 
     ordering = django_filters.ChoiceFilter(

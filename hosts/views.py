@@ -8,7 +8,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from events.models import BinaryHost, Event
-from rules.delivery import host_rules
+from rules.delivery import clean_page
+from rules.models import Policy, RuleType
 from rules.tracking import host_delivery
 from santaadmin.console import console_view, paginate
 
@@ -133,6 +134,19 @@ def _setting_display(value, model_field) -> str:
     return str(value)
 
 
+def _rules_page(request, host: Host, revision: int) -> dict:
+    """One page of the host's effective rules, by key (?rules_after=TYPE:IDENTIFIER): only
+    that page is resolved, however many rules the host holds."""
+    rule_type, sep, identifier = request.GET.get("rules_after", "").partition(":")
+    after = (rule_type, identifier) if sep and rule_type in RuleType.values else None
+    page = clean_page(host.pk, revision, after, DETAIL_ROWS)
+    return {
+        "rules": [rule for rule in page.rules if rule.policy != Policy.REMOVE],
+        "rules_first_page": after is None,
+        "rules_next": None if page.done else f"{page.last_key[0]}:{page.last_key[1]}",
+    }
+
+
 def _detail_context(request, host: Host, forms: dict | None = None) -> dict:
     spans = list(
         HostTag.objects.filter(host=host, rev_to__isnull=True)
@@ -149,10 +163,9 @@ def _detail_context(request, host: Host, forms: dict | None = None) -> dict:
         "automatic_tags": automatic,
         "configuration": _configuration_rows(host, {s.tag_id for s in spans}),
         "revision": revision,
-        "rules_page": paginate(
-            _Prefixed(request, "rules_page"), host_rules(host.id, revision), DETAIL_ROWS
-        ),
-        "delivery": host_delivery(host),
+        **_rules_page(request, host, revision),
+        # One page of pending changes is enough to show (the API walks further).
+        "delivery": host_delivery(host, max_pages=1),
         "events_page": paginate(
             _Prefixed(request, "events_page"),
             Event.objects.filter(host=host)

@@ -69,6 +69,7 @@ MIDDLEWARE = [
     # First: the agents' /sync/ URLs are answered here, before any session, CSRF, auth or
     # redirecting middleware can touch them (protocol.md §2.3, §7 items 2-3).
     "syncapi.middleware.SyncMiddleware",
+    "santaadmin.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

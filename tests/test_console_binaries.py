@@ -89,3 +89,53 @@ def test_auditor_cannot_decide(blocked, auditor_console):
     )
     assert response.status_code == 403
     assert not Rule.objects.exists()
+
+
+OTHERS = {
+    # sha256: (team id, signing id, cdhash, leaf certificate)
+    "1" * 64: ("TEAM111111", "TEAM111111:one", "1" * 40, "a1" * 32),
+    "2" * 64: ("TEAM222222", "TEAM222222:two", "2" * 40, "a2" * 32),
+    "3" * 64: ("TEAM333333", "TEAM333333:three", "3" * 40, "a3" * 32),
+    "4" * 64: ("TEAM444444", "TEAM444444:four", "4" * 40, "a4" * 32),
+    "5" * 64: ("TEAM555555", "TEAM555555:five", "5" * 40, "a5" * 32),
+    "6" * 64: ("TEAM666666", "TEAM666666:six", "6" * 40, "a6" * 32),
+}
+
+
+def test_rule_filter_matches_each_rule_type(make_agent, analyst_console):
+    from rules.services import RuleInput, rules_bulk_create
+
+    agent = make_agent()
+    agent.preflight()
+    agent.upload_events(
+        [
+            {
+                **EVENT,
+                "file_sha256": sha,
+                "file_name": f"f{sha[0]}",
+                "team_id": team,
+                "signing_id": signing,
+                "cdhash": cdhash,
+                "signing_chain": [{"sha256": cert, "cn": "c"}],
+                "pid": n,
+            }
+            for n, (sha, (team, signing, cdhash, cert)) in enumerate(OTHERS.items())
+        ]
+    )
+    shas = list(OTHERS)
+    rules_bulk_create(
+        items=[
+            RuleInput("BINARY", shas[0], "ALLOWLIST"),
+            RuleInput("CDHASH", OTHERS[shas[1]][2], "ALLOWLIST"),
+            RuleInput("SIGNINGID", OTHERS[shas[2]][1], "ALLOWLIST"),
+            RuleInput("CERTIFICATE", OTHERS[shas[3]][3], "ALLOWLIST"),
+            RuleInput("TEAMID", OTHERS[shas[4]][0], "BLOCKLIST"),
+        ]
+    )
+
+    def listed(rule):
+        page = analyst_console.get("/binaries/", {"rule": rule}).content.decode()
+        return {sha for sha in OTHERS if f"/binaries/{sha}/" in page}
+
+    assert listed("some") == set(shas[:5])
+    assert listed("none") == {shas[5]}

@@ -99,3 +99,20 @@ def test_roles_hold_what_the_console_needs(console):
         assert analyst.has_perm(perm) and not auditor.has_perm(perm)
     for perm in ("events.view_binary", "audit.view_auditentry", "rules.view_rule"):
         assert analyst.has_perm(perm) and auditor.has_perm(perm)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/binaries/?q=a%00b",
+        "/binaries/" + "0" * 63 + "%00/",
+        "/hosts/1/?rules_after=BINARY%3Aa%00",
+        "/request/?sha=" + "5" * 64 + "&machine=M%00&user=u",
+        "/rules/?identifier_contains=%00",
+        "/api/v1/rules/?identifier=%00",
+    ],
+)
+def test_nul_in_a_url_is_400_not_a_database_error(analyst_console, url):
+    response = analyst_console.get(url)
+    assert response.status_code == 400
+    assert b"NUL" in response.content

@@ -3,15 +3,20 @@
 // (delivery progress after a rule change) until the server marks them data-done="true".
 (function () {
   "use strict";
-  function poll(el) {
-    var delay = parseInt(el.getAttribute("data-refresh-ms") || "3000", 10);
+  // Each poll waits half as long again as the last (3 s, 4.5 s, ... at most a minute): a page
+  // left open on a rule whose hosts are offline costs the server little.
+  function poll(el, previous) {
+    var delay = previous
+      ? Math.min(previous * 1.5, 60000)
+      : parseInt(el.getAttribute("data-refresh-ms") || "3000", 10);
     window.setTimeout(function () {
       fetch(el.getAttribute("data-refresh-url"), {
         credentials: "same-origin",
         headers: { "X-Requested-With": "fetch" },
       })
         .then(function (r) {
-          if (r.status === 404 || r.status === 403) return null; // gone, or signed out: stop
+          // Gone (404), no longer allowed (403) or signed out (sent to sign-in): stop.
+          if (r.redirected || r.status === 404 || r.status === 403) return null;
           return r.ok ? r.text() : Promise.reject(r.status);
         })
         .then(function (html) {
@@ -21,9 +26,9 @@
           var fresh = holder.firstElementChild;
           if (!fresh) return;
           el.replaceWith(fresh);
-          if (fresh.getAttribute("data-done") !== "true") poll(fresh);
+          if (fresh.getAttribute("data-done") !== "true") poll(fresh, delay);
         })
-        .catch(function () { poll(el); });
+        .catch(function () { poll(el, delay); });
     }, delay);
   }
   function confirmForms() {
