@@ -4,15 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('events', '0004_backfill_binary_stats'),
-        ('hosts', '0004_host_sync_history_console_indexes'),
+        ("events", "0004_backfill_binary_stats"),
+        ("hosts", "0004_host_sync_history_console_indexes"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(models.F('binary'), models.OrderBy(models.F('execution_time'), descending=True), models.OrderBy(models.F('id'), descending=True), condition=models.Q(('decision', 'BUNDLE_BINARY'), _negated=True), name='event_binary_executions'),
+            model_name="event",
+            index=models.Index(
+                models.F("binary"),
+                models.OrderBy(models.F("execution_time"), descending=True),
+                models.OrderBy(models.F("id"), descending=True),
+                condition=models.Q(("decision", "BUNDLE_BINARY"), _negated=True),
+                name="event_binary_executions",
+            ),
         ),
     ]

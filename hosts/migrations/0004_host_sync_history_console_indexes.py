@@ -5,50 +5,74 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0003_tag_rules_fanout_liveness'),
+        ("hosts", "0003_tag_rules_fanout_liveness"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HostSync',
+            name="HostSync",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('finished_at', models.DateTimeField()),
-                ('sync_type', models.CharField(choices=[('NORMAL', 'Normal'), ('CLEAN', 'Clean'), ('CLEAN_ALL', 'Clean all')], max_length=16)),
-                ('rules_received', models.BigIntegerField(default=0)),
-                ('rules_processed', models.BigIntegerField(default=0)),
-                ('revision', models.BigIntegerField(blank=True, null=True)),
-                ('rules_dropped', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("finished_at", models.DateTimeField()),
+                (
+                    "sync_type",
+                    models.CharField(
+                        choices=[
+                            ("NORMAL", "Normal"),
+                            ("CLEAN", "Clean"),
+                            ("CLEAN_ALL", "Clean all"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("rules_received", models.BigIntegerField(default=0)),
+                ("rules_processed", models.BigIntegerField(default=0)),
+                ("revision", models.BigIntegerField(blank=True, null=True)),
+                ("rules_dropped", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['-finished_at', '-id'],
+                "ordering": ["-finished_at", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='host',
-            index=models.Index(condition=models.Q(('drift_detected_at__isnull', False)), fields=['drift_detected_at'], name='host_drifted'),
+            model_name="host",
+            index=models.Index(
+                condition=models.Q(("drift_detected_at__isnull", False)),
+                fields=["drift_detected_at"],
+                name="host_drifted",
+            ),
         ),
         migrations.AddIndex(
-            model_name='host',
-            index=models.Index(condition=models.Q(('stale_since__isnull', False)), fields=['stale_since'], name='host_stale'),
+            model_name="host",
+            index=models.Index(
+                condition=models.Q(("stale_since__isnull", False)),
+                fields=["stale_since"],
+                name="host_stale",
+            ),
         ),
         migrations.AddIndex(
-            model_name='host',
-            index=models.Index(fields=['santa_version'], name='host_santa_version'),
+            model_name="host",
+            index=models.Index(fields=["santa_version"], name="host_santa_version"),
         ),
         migrations.AddField(
-            model_name='hostsync',
-            name='host',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='syncs', to='hosts.host'),
+            model_name="hostsync",
+            name="host",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="syncs", to="hosts.host"
+            ),
         ),
         migrations.AddIndex(
-            model_name='hostsync',
-            index=models.Index(fields=['host', '-finished_at'], name='hostsync_host_finished'),
+            model_name="hostsync",
+            index=models.Index(fields=["host", "-finished_at"], name="hostsync_host_finished"),
         ),
         migrations.AddIndex(
-            model_name='hostsync',
-            index=models.Index(fields=['finished_at'], name='hostsync_finished'),
+            model_name="hostsync",
+            index=models.Index(fields=["finished_at"], name="hostsync_finished"),
         ),
     ]
