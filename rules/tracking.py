@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Case, Count, F, Max, Q, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from hosts.models import FanOut, Host, HostTag
@@ -60,10 +61,54 @@ def _key_versions(keys: Iterable[tuple[str, str]], since: int | None = None):
     return by_key
 
 
+def _tag_rule_delivery(version: RuleVersion, sample: int) -> RuleDelivery:
+    """_rule_delivery for the common case, in SQL: the key's only version since it opened,
+    scoped to tags, with no listed hosts and no exclusions. Its targets are exactly the hosts
+    with an open span in its tags; each host's `since` is computed as the general case does
+    (the latest of the version's revision, its spans' openings and its recent span closings),
+    grouped per host by the database instead of walked in Python."""
+    since = Max(Case(When(rev_to__isnull=True, then=F("rev_from")), default=F("rev_to")))
+    per_host = (
+        HostTag.objects.filter(tag_id__in=version.tag_ids)
+        .filter(Q(rev_to__isnull=True) | Q(rev_to__gt=version.rev_from))
+        .values("host_id")
+        .annotate(
+            open_spans=Count("id", filter=Q(rev_to__isnull=True)),
+            since=Greatest(since, Value(version.rev_from)),
+            synced=Max("host__rules_synced_rev"),
+            machine_id=Max("host__machine_id"),
+        )
+        .filter(open_spans__gt=0)
+    )
+    confirmed = Q(synced__isnull=False) & Q(synced__gte=F("since"))
+    counts = per_host.aggregate(
+        targets=Count("host_id"), confirmed=Count("host_id", filter=confirmed)
+    )
+    result = RuleDelivery(
+        revision=version.rev_from,
+        target_hosts=counts["targets"],
+        confirmed_hosts=counts["confirmed"],
+    )
+    if result.pending_hosts and sample:
+        result.pending_sample = list(
+            per_host.exclude(confirmed)
+            .order_by("machine_id")
+            .values_list("machine_id", flat=True)[:sample]
+        )
+    return result
+
+
 def _rule_delivery(version: RuleVersion, versions: list[RuleVersion], sample: int):
     """Tracking for one open version, given every version of its key open or closed after it
     opened."""
     relevant = [v for v in versions if v.rev_to is None or v.rev_to > version.rev_from]
+    if (
+        relevant == [version]
+        and version.tag_ids
+        and not version.host_ids
+        and not version.excluded_tag_ids
+    ):
+        return _tag_rule_delivery(version, sample)
     competing = [v for v in relevant if v.rev_to is None]
     since = max([version.rev_from] + [v.rev_to for v in relevant if v.rev_to is not None])
     tags = {t for v in relevant for t in (*v.tag_ids, *v.excluded_tag_ids)}
