@@ -35,17 +35,24 @@ def _actor_of(request):
 
 
 def audit_record_many(
-    *, action: str, object_type: str, objects, justification: str = "", actor=None
-):
-    """One entry per object of a bulk change (`objects`: (id, repr, before, after) tuples), in
-    a single INSERT; otherwise as audit_record."""
+    *,
+    action: str,
+    object_type: str,
+    objects,
+    justification: str = "",
+    actor=None,
+    actor_name: str | None = None,
+) -> list[AuditEntry]:
+    """One entry per object of a change (`objects`: (id, repr, before, after) tuples), in a
+    single INSERT, inside the transaction of the change. The actor defaults to the signed-in
+    user of the current request, else "system"."""
     if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("audit_record_many must run inside the transaction of the change")
+        raise RuntimeError("audit entries are written inside the transaction of the change")
     request = current_request()
     if actor is not None and not actor.is_authenticated:
         actor = None
     actor = actor or _actor_of(request)
-    name = actor.get_username() if actor is not None else SYSTEM
+    name = actor_name or (actor.get_username() if actor is not None else SYSTEM)
     address = (request.META.get("REMOTE_ADDR") or None) if request is not None else None
     now = timezone.now()
     return AuditEntry.objects.bulk_create(
@@ -82,24 +89,12 @@ def audit_record(
     actor_name: str | None = None,
 ) -> AuditEntry:
     """Append an entry. The actor defaults to the signed-in user of the current request."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("audit_record must run inside the transaction of the change")
-    request = current_request()
-    if actor is not None and not actor.is_authenticated:
-        actor = None
-    if actor is None:
-        actor = _actor_of(request)
-    if actor_name is None:
-        actor_name = actor.get_username() if actor is not None else SYSTEM
-    return AuditEntry.objects.create(
-        actor=actor,
-        actor_name=actor_name[:150],
+    [entry] = audit_record_many(
         action=action,
         object_type=object_type,
-        object_id=str(object_id)[:128],
-        object_repr=str(object_repr)[:1000],
-        before=_jsonable(before),
-        after=_jsonable(after),
+        objects=[(object_id, object_repr, before, after)],
         justification=justification,
-        source_ip=(request.META.get("REMOTE_ADDR") or None) if request is not None else None,
+        actor=actor,
+        actor_name=actor_name,
     )
+    return entry

@@ -322,7 +322,7 @@ def rules_bulk_create(
         audit_record_many(
             action="rule.create" if len(pairs) == 1 else "rule.bulk_create",
             object_type="rule",
-            objects=[(r.pk, str(r), None, _snapshot(r, v)) for r, v in pairs],
+            objects=[(r.pk, str(r), None, rule_snapshot(r, v)) for r, v in pairs],
             justification=justification or (pairs[0][1].comment if len(pairs) == 1 else ""),
             actor=actor,
         )
@@ -515,8 +515,18 @@ def rule_approve(
     )
 
 
-def rule_snapshot(rule: Rule) -> dict:
-    """A rule's values as the audit trail records them."""
+def rule_snapshot(rule: Rule, valid: _Valid | None = None) -> dict:
+    """A rule's values as the audit trail records them (and the API's PATCH starts from).
+
+    For a rule just created, its validated input gives the scope without a query.
+    """
+    if valid is None:
+        tags = sorted(t.name for t in rule.tags.all())
+        excluded = sorted(t.name for t in rule.excluded_tags.all())
+        machine_ids = sorted(h.machine_id for h in rule.hosts.all())
+    else:
+        tags, excluded = list(valid.tag_names), list(valid.excluded_names)
+        machine_ids = sorted(h.machine_id for h in valid.hosts)
     return {
         "rule_type": rule.rule_type,
         "identifier": rule.identifier,
@@ -526,26 +536,9 @@ def rule_snapshot(rule: Rule) -> dict:
         "cel_expr": rule.cel_expr,
         "comment": rule.comment,
         "expires_at": rule.expires_at,
-        "tags": sorted(t.name for t in rule.tags.all()),
-        "excluded_tags": sorted(t.name for t in rule.excluded_tags.all()),
-        "machine_ids": sorted(h.machine_id for h in rule.hosts.all()),
-    }
-
-
-def _snapshot(rule: Rule, valid: _Valid) -> dict:
-    """rule_snapshot of a rule just created, from its validated input (no queries)."""
-    return {
-        "rule_type": rule.rule_type,
-        "identifier": rule.identifier,
-        "policy": rule.policy,
-        "custom_msg": rule.custom_msg,
-        "custom_url": rule.custom_url,
-        "cel_expr": rule.cel_expr,
-        "comment": rule.comment,
-        "expires_at": rule.expires_at,
-        "tags": list(valid.tag_names),
-        "excluded_tags": list(valid.excluded_names),
-        "machine_ids": sorted(h.machine_id for h in valid.hosts),
+        "tags": tags,
+        "excluded_tags": excluded,
+        "machine_ids": machine_ids,
     }
 
 

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from santaadmin.api import StrictCharField, StrictSerializer
 
 from ..models import Policy, Rule, RuleType
-from ..services import RuleInput
+from ..services import RuleInput, rule_snapshot
 from ..tracking import rule_delivery
 
 
@@ -135,19 +135,7 @@ class RuleInputSerializer(StrictSerializer):
     @staticmethod
     def initial_from(rule: Rule) -> dict:
         """A rule's current values in input form, for PATCH to start from."""
-        return {
-            "rule_type": rule.rule_type,
-            "identifier": rule.identifier,
-            "policy": rule.policy,
-            "custom_msg": rule.custom_msg,
-            "custom_url": rule.custom_url,
-            "cel_expr": rule.cel_expr,
-            "comment": rule.comment,
-            "expires_at": rule.expires_at,
-            "tags": [t.name for t in rule.tags.all()],
-            "excluded_tags": [t.name for t in rule.excluded_tags.all()],
-            "machine_ids": [h.machine_id for h in rule.hosts.all()],
-        }
+        return rule_snapshot(rule)
 
 
 class RuleBulkSerializer(StrictSerializer):
