@@ -1,4 +1,5 @@
 from django.db import models
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from santaadmin.api import (
@@ -95,6 +96,30 @@ class HostDetailSerializer(HostSerializer):
         fields = [*HostSerializer.Meta.fields, "configuration", "delivery"]
         read_only_fields = fields
 
+    @extend_schema_field(
+        inline_serializer(
+            "HostDelivery",
+            {
+                "revision": serializers.IntegerField(),
+                "confirmed_revision": serializers.IntegerField(allow_null=True),
+                "unconfirmed_download_revision": serializers.IntegerField(allow_null=True),
+                "confirmed_rules": serializers.IntegerField(),
+                "in_sync": serializers.BooleanField(),
+                "pending_count": serializers.IntegerField(),
+                "pending_count_exact": serializers.BooleanField(),
+                "pending": inline_serializer(
+                    "HostPendingRule",
+                    {
+                        "rule_id": serializers.IntegerField(allow_null=True),
+                        "rule_type": serializers.CharField(),
+                        "identifier": serializers.CharField(),
+                        "policy": serializers.CharField(),
+                    },
+                    many=True,
+                ),
+            },
+        )
+    )
     def get_delivery(self, host: Host) -> dict:
         """What the host confirmed and what its next sync will send (rules.tracking)."""
         from rules.tracking import host_delivery
@@ -119,6 +144,20 @@ class HostDetailSerializer(HostSerializer):
             ],
         }
 
+    @extend_schema_field(
+        inline_serializer(
+            "HostConfiguration",
+            {
+                "settings": serializers.DictField(
+                    help_text="The effective value of each setting the host receives."
+                ),
+                "sources": serializers.DictField(
+                    child=serializers.CharField(),
+                    help_text="Where each setting's value came from.",
+                ),
+            },
+        )
+    )
     def get_configuration(self, host: Host) -> dict:
         config = configuration_for_host(host, {s.tag_id for s in host.current_tag_spans})
         values = {

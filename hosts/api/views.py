@@ -1,5 +1,7 @@
 from django.db.models import Prefetch
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -57,6 +59,7 @@ class HostViewSet(
     def get_serializer_class(self):
         return HostSerializer if self.action == "list" else HostDetailSerializer
 
+    @extend_schema(request=HostUpdateSerializer, responses={200: HostDetailSerializer})
     def partial_update(self, request: Request, *args, **kwargs) -> Response:
         host = self.get_object()
         payload = HostUpdateSerializer(data=request.data)
@@ -71,6 +74,38 @@ class HostViewSet(
         host = self.get_queryset().get(pk=host.pk)
         return Response(HostDetailSerializer(host).data)
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("page", OpenApiTypes.INT, description="A page number."),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="Results per page."),
+        ],
+        responses={
+            200: inline_serializer(
+                "HostRuleList",
+                {
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": inline_serializer(
+                        "HostRule",
+                        {
+                            "rule_id": serializers.IntegerField(allow_null=True),
+                            "rule_type": serializers.CharField(),
+                            "identifier": serializers.CharField(),
+                            "policy": serializers.CharField(),
+                            "custom_msg": serializers.CharField(),
+                            "custom_url": serializers.CharField(),
+                            "cel_expr": serializers.CharField(),
+                        },
+                        many=True,
+                    ),
+                    "revision": serializers.IntegerField(
+                        help_text="The fleet revision the set was computed at."
+                    ),
+                },
+            )
+        },
+    )
     @action(detail=True, methods=["get"])
     def rules(self, request: Request, machine_id: str) -> Response:
         """The rules this host holds once it syncs: its effective set at the current revision."""
@@ -108,6 +143,7 @@ class TagRuleViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return TagRule.objects.select_related("tag")
 
+    @extend_schema(request=TagRuleInputSerializer, responses={201: TagRuleSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:
         payload = TagRuleInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -121,6 +157,7 @@ class TagRuleViewSet(viewsets.ModelViewSet):
         )
         return Response(TagRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=TagRuleInputSerializer, responses={200: TagRuleSerializer})
     def partial_update(self, request: Request, *args, **kwargs) -> Response:
         rule = self.get_object()
         payload = TagRuleInputSerializer(data=request.data, partial=True)
@@ -161,6 +198,7 @@ class ProfileViewSet(viewsets.ModelViewSet):
     def _output(self, profile, code=status.HTTP_200_OK) -> Response:
         return Response(ProfileSerializer(self.get_queryset().get(pk=profile.pk)).data, status=code)
 
+    @extend_schema(request=ProfileInputSerializer, responses={201: ProfileSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:
         payload = ProfileInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -170,6 +208,7 @@ class ProfileViewSet(viewsets.ModelViewSet):
         profile = profile_create(name=name, values=data, tag_names=tags, machine_ids=machine_ids)
         return self._output(profile, status.HTTP_201_CREATED)
 
+    @extend_schema(request=ProfileInputSerializer, responses={200: ProfileSerializer})
     def partial_update(self, request: Request, *args, **kwargs) -> Response:
         profile = self.get_object()
         payload = ProfileInputSerializer(data=request.data, partial=True)

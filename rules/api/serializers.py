@@ -1,5 +1,7 @@
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
+from hosts.models import FanOutState
 from santaadmin.api import StrictCharField, StrictSerializer
 
 from ..models import Policy, Rule, RuleType
@@ -44,6 +46,16 @@ class RuleSerializer(serializers.ModelSerializer):
 
     delivery_summary = serializers.SerializerMethodField()
 
+    @extend_schema_field(
+        inline_serializer(
+            "RuleDeliverySummary",
+            {
+                "target_hosts": serializers.IntegerField(allow_null=True),
+                "confirmed_hosts": serializers.IntegerField(allow_null=True),
+                "checked_at": serializers.DateTimeField(allow_null=True),
+            },
+        )
+    )
     def get_delivery_summary(self, rule: Rule) -> dict:
         """Counts kept by the workers (refreshed after each change and every few minutes)."""
         return {
@@ -63,6 +75,21 @@ class RuleDetailSerializer(RuleSerializer):
         fields = [*RuleSerializer.Meta.fields, "delivery", "fanout"]
         read_only_fields = fields
 
+    @extend_schema_field(
+        inline_serializer(
+            "RuleDelivery",
+            {
+                "revision": serializers.IntegerField(),
+                "target_hosts": serializers.IntegerField(),
+                "confirmed_hosts": serializers.IntegerField(),
+                "pending_hosts": serializers.IntegerField(),
+                "pending_sample": serializers.ListField(
+                    child=serializers.CharField(), help_text="Machine ids, at most 50."
+                ),
+            },
+            allow_null=True,
+        )
+    )
     def get_delivery(self, rule: Rule) -> dict | None:
         delivery = rule_delivery(rule)
         if delivery is None:
@@ -75,6 +102,18 @@ class RuleDetailSerializer(RuleSerializer):
             "pending_sample": delivery.pending_sample,
         }
 
+    @extend_schema_field(
+        inline_serializer(
+            "RuleFanOut",
+            {
+                "id": serializers.IntegerField(),
+                "state": serializers.ChoiceField(choices=FanOutState.choices),
+                "created_at": serializers.DateTimeField(),
+                "finished_at": serializers.DateTimeField(allow_null=True),
+            },
+            allow_null=True,
+        )
+    )
     def get_fanout(self, rule: Rule) -> dict | None:
         fanout = rule.fanout
         if fanout is None:

@@ -1,4 +1,5 @@
-from rest_framework import status, viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -34,12 +35,14 @@ class RuleViewSet(viewsets.ModelViewSet):
         rule = self.get_queryset().get(pk=rule.pk)
         return Response(RuleDetailSerializer(rule).data, status=code)
 
+    @extend_schema(request=RuleInputSerializer, responses={201: RuleDetailSerializer})
     def create(self, request: Request, *args, **kwargs) -> Response:
         payload = RuleInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         rule = rule_create(data=payload.to_input(), actor=request.user)
         return self._output(rule, status.HTTP_201_CREATED)
 
+    @extend_schema(request=RuleInputSerializer, responses={200: RuleDetailSerializer})
     def partial_update(self, request: Request, *args, **kwargs) -> Response:
         rule = self.get_object()
         if not isinstance(request.data, dict):
@@ -54,6 +57,15 @@ class RuleViewSet(viewsets.ModelViewSet):
         rule_delete(rule=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    @extend_schema(
+        request=inline_serializer("RuleBulk", {"rules": RuleInputSerializer(many=True)}),
+        responses={
+            201: inline_serializer(
+                "RuleBulkResult",
+                {"count": serializers.IntegerField(), "results": RuleSerializer(many=True)},
+            )
+        },
+    )
     @action(detail=False, methods=["post"], url_path="bulk")
     def bulk(self, request: Request) -> Response:
         """Create many rules in one transaction: {"rules": [...]}; all or none."""
