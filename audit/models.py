@@ -3,8 +3,45 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
+
+from . import chain
+
+
+class AuditChain(models.Model):
+    """The head of the hash chain: one row (id=1) with the last entry's seq and hash.
+
+    Every write locks it (select_for_update) for the rest of its transaction, so entries get
+    consecutive seqs and each chains from the one before, whatever runs concurrently.
+    """
+
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=chain.GENESIS)
+
+    def __str__(self) -> str:
+        return f"audit chain head: {self.seq} {self.hash}"
+
+
+def _append(entries: list) -> None:
+    """Chain `entries` after the head and move the head; the caller's transaction commits
+    both together. A missing head (a flushed test database) is rebuilt from the last entry."""
+    head = AuditChain.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        last = AuditEntry.objects.order_by("-seq").only("seq", "hash").first()
+        head = AuditChain.objects.create(
+            pk=1, seq=last.seq if last else 0, hash=last.hash if last else chain.GENESIS
+        )
+    head.seq, head.hash = chain.chain(entries, head.seq, head.hash)
+    head.save(update_fields=["seq", "hash"])
+
+
+class AuditEntryQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        with transaction.atomic(using=self.db):
+            _append([obj for obj in objs if obj.seq is None])
+            return super().bulk_create(objs, *args, **kwargs)
 
 
 class AuditEntry(models.Model):
@@ -33,6 +70,12 @@ class AuditEntry(models.Model):
     after = models.JSONField(null=True, blank=True)
     justification = models.TextField(blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
+    # The hash chain (audit.chain): position in the chain and SHA-256 over the previous
+    # entry's hash and this entry's contents.
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+
+    objects = AuditEntryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
@@ -46,3 +89,10 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise RuntimeError("audit entries are never changed")
+        with transaction.atomic(using=kwargs.get("using")):
+            _append([self])
+            super().save(*args, **kwargs)

@@ -42,13 +42,15 @@ def audit_record_many(
     justification: str = "",
     actor=None,
     actor_name: str | None = None,
+    request=None,
 ) -> list[AuditEntry]:
     """One entry per object of a change (`objects`: (id, repr, before, after) tuples), in a
     single INSERT, inside the transaction of the change. The actor defaults to the signed-in
-    user of the current request, else "system"."""
+    user of the current request (or of `request`, when given), else "system". The model
+    chains the entries (audit.chain) under a lock on the chain's head."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit entries are written inside the transaction of the change")
-    request = current_request()
+    request = request if request is not None else current_request()
     if actor is not None and not actor.is_authenticated:
         actor = None
     actor = actor or _actor_of(request)
@@ -87,6 +89,7 @@ def audit_record(
     justification: str = "",
     actor=None,
     actor_name: str | None = None,
+    request=None,
 ) -> AuditEntry:
     """Append an entry. The actor defaults to the signed-in user of the current request."""
     [entry] = audit_record_many(
@@ -96,5 +99,6 @@ def audit_record(
         justification=justification,
         actor=actor,
         actor_name=actor_name,
+        request=request,
     )
     return entry

@@ -1,8 +1,9 @@
 """What every console page shares: role checks, pagination, and the JSON-or-HTML split.
 
 Every console view is wrapped in `console_view(*permissions)`: anonymous visitors are sent to
-the sign-in page, signed-in users without the permissions get 403. The role groups hold the
-permissions (santaadmin.roles), so a page checks permissions, never group names.
+the sign-in page, signed-in users without the permissions get 403 (recorded in the audit
+trail). The role groups hold the permissions (santaadmin.roles), so a page checks
+permissions, never group names.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+
+from audit.signals import record_permission_denied
 
 PAGE_SIZE = 50
 
@@ -23,6 +26,7 @@ def console_view(*permissions: str):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
             if not request.user.has_perms(permissions):
+                record_permission_denied(request, permissions)
                 raise PermissionDenied
             return view(request, *args, **kwargs)
 

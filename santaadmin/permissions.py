@@ -2,9 +2,12 @@
 
 GET/HEAD need `view_<model>` (DRF's stock class lets any authenticated user read), POST
 `add_`, PUT/PATCH `change_`, DELETE `delete_`. Roles grant these (santaadmin/roles.py).
+A signed-in user refused here is recorded in the audit trail (auth.permission_denied).
 """
 
 from rest_framework.permissions import DjangoModelPermissions
+
+from audit.signals import record_permission_denied
 
 
 class RolePermission(DjangoModelPermissions):
@@ -17,3 +20,12 @@ class RolePermission(DjangoModelPermissions):
         "PATCH": ["%(app_label)s.change_%(model_name)s"],
         "DELETE": ["%(app_label)s.delete_%(model_name)s"],
     }
+
+    def has_permission(self, request, view):
+        allowed = super().has_permission(request, view)
+        if not allowed and request.user and request.user.is_authenticated:
+            queryset = self._queryset(view)
+            record_permission_denied(
+                request, self.get_required_permissions(request.method, queryset.model)
+            )
+        return allowed
