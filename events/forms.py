@@ -6,7 +6,6 @@ import re
 
 from django import forms
 from django.conf import settings
-from django.utils.html import format_html
 
 from hosts.models import Tag
 from rules.models import Policy
@@ -21,28 +20,6 @@ SCOPES = [
 ]
 DECISIONS = {"allow": Policy.ALLOWLIST, "block": Policy.BLOCKLIST}
 _SPLIT = re.compile(r"[\s,]+")
-
-
-def coverage_label(c: Coverage):
-    if not c.identifier:
-        return format_html("{} <span class='muted'>(not available for this binary)</span>", c.label)
-    if c.rule_type == "BINARY":
-        return format_html(
-            "{} <code>{}</code> — exactly this file, seen on {} host{}",
-            c.label,
-            c.identifier,
-            c.hosts,
-            "" if c.hosts == 1 else "s",
-        )
-    return format_html(
-        "{} <code>{}</code> — also covers {} other binar{} seen, on {} host{} in all",
-        c.label,
-        c.identifier,
-        c.other_binaries,
-        "y" if c.other_binaries == 1 else "ies",
-        c.hosts,
-        "" if c.hosts == 1 else "s",
-    )
 
 
 def expiry_field() -> forms.DateTimeField:
@@ -134,7 +111,8 @@ class BinaryDecisionForm(ScopeFields):
         super().__init__(*args, **kwargs)
         self.coverage = coverage
         field = self.fields["rule_type"]
-        field.choices = [(c.rule_type, coverage_label(c)) for c in coverage]
+        # The radios and their coverage wording are rendered by events/_rule_type_choice.html.
+        field.choices = [(c.rule_type, c.label) for c in coverage]
         self.available = {c.rule_type for c in coverage if c.identifier}
         self.initial.setdefault("rule_type", "BINARY")
 
