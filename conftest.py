@@ -29,6 +29,14 @@ def celery_tasks_in_process():
     app.conf.task_always_eager = saved
 
 
+@pytest.fixture(autouse=True)
+def liveness_in_request(settings):
+    """Last-seen times and sync history are written in the request, as in embedded mode, also
+    when the suite runs with production settings: tests read them right after a sync. The
+    write-behind itself is tested in tests/test_liveness.py."""
+    settings.SYNC_WRITE_BEHIND_SECONDS = 0
+
+
 @pytest.fixture
 def enrollment(db):
     """(enrollment, secret) for an enrollment without tags."""

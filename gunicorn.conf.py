@@ -23,3 +23,10 @@ max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+
+
+def worker_exit(server, worker):
+    """Write the last-seen times this worker collected but has not written yet."""
+    from hosts import liveness
+
+    liveness.flush()

@@ -54,6 +54,24 @@ class Revision(models.Model):
         return f"revision {self.value}"
 
 
+class SettingsVersion(models.Model):
+    """A token that database triggers change whenever configuration profiles (or their tags and
+    hosts) or tag rules change, in the transaction of the change.
+
+    The sync path reads it in the statement it runs anyway and keeps profiles and tag rules in
+    memory under it (hosts.settings_cache), so a preflight reads no profile. Triggers rather
+    than service code, so that every path that writes those tables (services, the admin, a
+    shell, migrations) invalidates the cache; a random token rather than a counter, so that a
+    rolled-back change can never leave another state under a token already cached.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    token = models.CharField(max_length=32, default="")
+
+    def __str__(self) -> str:
+        return f"settings version {self.token}"
+
+
 class Tag(models.Model):
     """A named group of hosts ("eng", "finance") that rules and profiles can target."""
 

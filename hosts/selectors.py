@@ -6,9 +6,12 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Value
 
-from .models import ConfigurationProfile, Enrollment, Host, HostTag, Revision
+from santaadmin.db import prepared_cursor
+
+from .models import ConfigurationProfile, Enrollment, Host, HostTag, Revision, TagSource
 
 
 def hash_secret(secret: str) -> str:
@@ -21,22 +24,132 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def enrollment_for_secret(secret: str) -> Enrollment | None:
-    """The active enrollment a bearer secret belongs to, or None (revocation is immediate:
-    nothing is cached)."""
-    if not secret:
-        return None
-    digest = hash_secret(secret)
-    enrollment = Enrollment.objects.filter(secret_hash=digest, revoked_at__isnull=True).first()
-    if enrollment is None or not hmac.compare_digest(enrollment.secret_hash, digest):
-        return None
-    return enrollment
+@dataclass
+class SyncContext:
+    """Everything a sync stage needs to start, read in one statement (sync_context)."""
+
+    enrollment: Enrollment
+    host: Host | None  # None: first contact, or the machine is bound to another enrollment
+    bound_elsewhere: bool  # the machine id belongs to a host of another enrollment
+    tag_spans: list[tuple[int, str]]  # the host's current memberships: (tag id, source)
+    host_profile_ids: frozenset[int]  # profiles attached to the host itself
+    revision: int
+    settings_token: str | None
+
+    @property
+    def tag_ids(self) -> set[int]:
+        return {tag for tag, _ in self.tag_spans}
 
 
-def enrollment_for_cert_issuer(issuer: str) -> Enrollment | None:
-    if not issuer:
+_ENROLLMENT_COLUMNS = ("id", "name", "client_mode", "secret_hash")
+_HOST_FIELDS = tuple(Host._meta.concrete_fields)
+_context_sql: dict[str, str] = {}
+_converters: dict[str, list] = {}
+
+
+def _aggregate(vendor: str, expression: str) -> str:
+    if vendor == "postgresql":
+        return f"string_agg(({expression})::text, ',')"
+    return f"group_concat({expression}, ',')"
+
+
+def _sync_context_sql(vendor: str) -> str:
+    quote = connection.ops.quote_name
+    host_columns = ", ".join(f"h.{quote(f.column)}" for f in _HOST_FIELDS)
+    enrollment_columns = ", ".join(f"e.{quote(c)}" for c in _ENROLLMENT_COLUMNS)
+    # Identifiers come from the models; the values are parameters.
+    return f"""
+        SELECT {enrollment_columns}, {host_columns},
+            (SELECT {_aggregate(vendor, "t.tag_id || ':' || t.source")}
+               FROM {HostTag._meta.db_table} t WHERE t.host_id = h.id AND t.rev_to IS NULL),
+            (SELECT {_aggregate(vendor, "p.configurationprofile_id")}
+               FROM {ConfigurationProfile.hosts.through._meta.db_table} p
+              WHERE p.host_id = h.id),
+            (SELECT value FROM {Revision._meta.db_table} WHERE id = 1),
+            (SELECT token FROM hosts_settingsversion WHERE id = 1)
+        FROM {Enrollment._meta.db_table} e
+        LEFT JOIN {Host._meta.db_table} h ON h.machine_id = %s
+        WHERE e.{{column}} = %s AND e.revoked_at IS NULL
+    """  # noqa: S608
+
+
+def _host_converters() -> list:
+    """Per host column: its expression and the converters the ORM would apply to it on this
+    database."""
+    vendor = connection.vendor
+    if vendor not in _converters:
+        columns = [f.get_col("h") for f in _HOST_FIELDS]
+        _converters[vendor] = [
+            (
+                column,
+                [
+                    *connection.ops.get_db_converters(column),
+                    *f.get_db_converters(connection),
+                ],
+            )
+            for f, column in zip(_HOST_FIELDS, columns, strict=True)
+        ]
+    return _converters[vendor]
+
+
+def sync_context(*, machine_id: str, secret: str = "", cert_issuer: str = "") -> SyncContext | None:
+    """The active enrollment admitting an agent (by bearer secret or, without one, by the
+    client-certificate issuer a TLS proxy vouched for), the host with this machine id, its
+    current tags and attached profiles, the fleet revision and the settings token: one
+    statement, no ORM query compilation. None when no active enrollment matches (revocation
+    is immediate: nothing is cached)."""
+    if secret:
+        column, value = "secret_hash", hash_secret(secret)
+    elif cert_issuer:
+        column, value = "client_cert_issuer", cert_issuer
+    else:
         return None
-    return Enrollment.objects.filter(client_cert_issuer=issuer, revoked_at__isnull=True).first()
+    vendor = connection.vendor
+    if vendor not in _context_sql:
+        _context_sql[vendor] = _sync_context_sql(vendor)
+    sql = _context_sql[vendor].replace("{column}", column)
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, [machine_id, value])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n = len(_ENROLLMENT_COLUMNS)
+    enrollment_id, name, client_mode, secret_hash = row[:n]
+    if secret and not hmac.compare_digest(secret_hash, value):
+        return None
+    enrollment = Enrollment(
+        id=enrollment_id, name=name, client_mode=client_mode, secret_hash=secret_hash
+    )
+    host_values = row[n : n + len(_HOST_FIELDS)]
+    spans_text, profiles_text, revision, token = row[n + len(_HOST_FIELDS) :]
+    host = None
+    bound_elsewhere = False
+    if host_values[0] is not None:
+        converted = []
+        for (expression, converters), value_ in zip(_host_converters(), host_values, strict=True):
+            for convert in converters:
+                value_ = convert(value_, expression, connection)
+            converted.append(value_)
+        host = Host.from_db(connection.alias, [f.attname for f in _HOST_FIELDS], converted)
+        if host.enrollment_id == enrollment.id:
+            host.enrollment = enrollment
+        else:
+            host, bound_elsewhere = None, True
+    spans = []
+    for item in (spans_text or "").split(","):
+        if item:
+            tag, _, source = item.partition(":")
+            spans.append((int(tag), source or TagSource.MANUAL))
+    profiles = frozenset(int(p) for p in (profiles_text or "").split(",") if p)
+    return SyncContext(
+        enrollment=enrollment,
+        host=host,
+        bound_elsewhere=bound_elsewhere,
+        tag_spans=spans if host is not None else [],
+        host_profile_ids=profiles if host is not None else frozenset(),
+        revision=revision or 0,
+        settings_token=token,
+    )
 
 
 def revision_current() -> int:
@@ -159,14 +272,21 @@ def profiles_for_host(host_id: int | None, tag_ids) -> list[ConfigurationProfile
             )
         )
     profiles = ConfigurationProfile.objects.filter(condition).annotate(host_linked=linked)
+    unique = {p.id: p for p in profiles}
+    return order_profiles(unique.values(), {p.id for p in unique.values() if p.host_linked})
+
+
+def order_profiles(profiles, host_linked: set[int]) -> list[ConfigurationProfile]:
+    """Profiles in the order they apply (later wins): default, tag profiles by priority, then
+    profiles attached to the host (`host_linked` ids)."""
 
     def order(profile):
-        level = 2 if profile.host_linked else (0 if profile.is_default else 1)
+        level = 2 if profile.id in host_linked else (0 if profile.is_default else 1)
         return (level, profile.priority)
 
     # Names in reverse order first; the stable sort by (level, priority) keeps that order
     # among equals, so the name that sorts first applies last (and "a" wins over "ab").
-    by_name = sorted({p.id: p for p in profiles}.values(), key=lambda p: p.name, reverse=True)
+    by_name = sorted(profiles, key=lambda p: p.name, reverse=True)
     return sorted(by_name, key=order)
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 
-from . import tagging
+from . import liveness, tagging
 from .errors import (
     EnrollmentExists,
     EnrollmentNotFound,
@@ -47,11 +47,11 @@ from .models import (
 )
 from .selectors import (
     SyncConfiguration,
-    configuration_for_host,
     hash_secret,
     hosts_by_machine_id,
     revision_current,
 )
+from .settings_cache import settings_snapshot
 
 DEFAULT_FULL_SYNC_INTERVAL = 600  # the agent's default when the server sends none (§5.2)
 RULE_COUNT_KINDS = ("binary", "certificate", "teamid", "signingid", "cdhash", "compiler")
@@ -592,26 +592,57 @@ def _drift_reasons(host: Host, facts: PreflightFacts) -> list[str]:
     return reasons
 
 
-def _preflight_tags(host: Host, facts: PreflightFacts) -> set[int]:
-    """The host's tags after re-evaluating tag rules on the facts it just reported."""
-    spans = list(
-        HostTag.objects.filter(host=host, rev_to__isnull=True).values_list("tag_id", "source")
-    )
+def _preflight_tags(
+    host: Host, facts: PreflightFacts, spans: list[tuple[int, str]], conditions
+) -> set[int]:
+    """The host's tags after re-evaluating tag rules on the facts it just reported; `spans`
+    are its current memberships (tag id, source)."""
     auto = {tag for tag, source in spans if source == TagSource.AUTO}
     values = {name: getattr(facts, name) for name in tagging.FACT_FIELDS}
     values[tagging.TagFact.ENROLLMENT] = host.enrollment.name
-    wanted = tagging.auto_tag_ids(tagging.conditions(), values)
+    wanted = tagging.auto_tag_ids(conditions, values)
     if wanted != auto:
         with transaction.atomic():
             _apply_auto_tags({host.pk: wanted})
     return {tag for tag, source in spans if source == TagSource.MANUAL} | wanted
 
 
-def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
-    """Record a preflight's facts and decide the sync type and configuration to answer with."""
+# Written behind the request when nothing else changed (hosts.liveness).
+_LIVENESS = frozenset({"last_preflight_at", "stale_after", "stale_since"})
+
+
+def host_preflight(
+    *,
+    host: Host,
+    facts: PreflightFacts,
+    tag_spans: list[tuple[int, str]] | None = None,
+    host_profile_ids=None,
+    settings_token: str | None = None,
+) -> PreflightResult:
+    """Record a preflight's facts and decide the sync type and configuration to answer with.
+
+    `tag_spans` and `host_profile_ids` (the host's current memberships and attached profiles)
+    come with the sync's one statement (hosts.selectors.sync_context); profiles and tag rules
+    come from memory under `settings_token` (hosts.settings_cache). A preflight that changes
+    nothing but the host's last-seen time writes that behind the request (hosts.liveness).
+    """
     now = timezone.now()
-    tag_ids = _preflight_tags(host, facts)
-    configuration = configuration_for_host(host, tag_ids)
+    if tag_spans is None:
+        tag_spans = list(
+            HostTag.objects.filter(host=host, rev_to__isnull=True).values_list("tag_id", "source")
+        )
+    if host_profile_ids is None:
+        host_profile_ids = ConfigurationProfile.hosts.through.objects.filter(
+            host_id=host.pk
+        ).values_list("configurationprofile_id", flat=True)
+    snapshot = settings_snapshot(settings_token)
+    tag_ids = _preflight_tags(host, facts, tag_spans, snapshot.conditions)
+    configuration = snapshot.configuration(
+        tag_ids,
+        host_profile_ids,
+        enrollment_mode=host.enrollment.client_mode,
+        host_mode_override=host.client_mode_override,
+    )
     reasons = _drift_reasons(host, facts)
 
     if host.clean_sync_requested:
@@ -642,7 +673,8 @@ def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
         "reported_counts": dict(facts.rule_counts),
         "preflight_rules_hash": facts.rules_hash,
         "last_preflight_at": now,
-        "pending_sync_type": sync_type,
+        # Only a clean sync is remembered for the rule download; NORMAL needs no mark.
+        "pending_sync_type": sync_type if sync_type != SyncType.NORMAL else "",
         "drift_reasons": reasons,
         "drift_detected_at": (host.drift_detected_at or now) if reasons else None,
         "stale_since": None,
@@ -652,7 +684,15 @@ def host_preflight(*, host: Host, facts: PreflightFacts) -> PreflightResult:
             * (configuration.full_sync_interval or DEFAULT_FULL_SYNC_INTERVAL)
         ),
     }
-    Host.objects.filter(pk=host.pk).update(**updates)
+    changed = {
+        name: value
+        for name, value in updates.items()
+        if name in _LIVENESS or getattr(host, name) != value
+    }
+    if changed.keys() <= _LIVENESS and host.stale_since is None:
+        liveness.writer.preflight(host.pk, now, updates["stale_after"])
+    else:
+        Host.objects.filter(pk=host.pk).update(**changed)
     for name, value in updates.items():
         setattr(host, name, value)
     return PreflightResult(host, configuration, sync_type, reasons)
@@ -691,7 +731,10 @@ class PostflightReport:
 
 
 def host_postflight(*, host: Host, report: PostflightReport) -> None:
-    """Confirm the sync: the host now holds the rule set of the revision it downloaded."""
+    """Confirm the sync: the host now holds the rule set of the revision it downloaded.
+
+    A steady-state postflight (nothing downloaded, nothing else changed) writes only its time
+    and the sync's history row, behind the request (hosts.liveness)."""
     performed = report.sync_type if report.sync_type in SyncType.values else SyncType.NORMAL
     cleaned = performed in (SyncType.CLEAN, SyncType.CLEAN_ALL)
     updates = {
@@ -717,18 +760,27 @@ def host_postflight(*, host: Host, report: PostflightReport) -> None:
             updates["expected_counts"] = host.pending_counts or {}
     if cleaned and (host.clean_sync_requested == performed or performed == SyncType.CLEAN_ALL):
         updates["clean_sync_requested"] = ""
-    Host.objects.filter(pk=host.pk).update(**updates)
-    for name, value in updates.items():
-        setattr(host, name, value)
-    HostSync.objects.create(
+    changed = {
+        name: value
+        for name, value in updates.items()
+        if name == "last_postflight_at" or getattr(host, name) != value
+    }
+    record = HostSync(
         host=host,
         finished_at=updates["last_postflight_at"],
         sync_type=performed,
         rules_received=report.rules_received,
         rules_processed=report.rules_processed,
-        revision=host.rules_synced_rev,
+        revision=updates.get("rules_synced_rev", host.rules_synced_rev),
         rules_dropped=updates["rules_dropped"],
     )
+    if changed.keys() == {"last_postflight_at"}:
+        liveness.writer.postflight(host.pk, updates["last_postflight_at"], record)
+    else:
+        Host.objects.filter(pk=host.pk).update(**changed)
+        record.save()
+    for name, value in updates.items():
+        setattr(host, name, value)
 
 
 def hosts_prune_syncs(*, now=None, batch: int = 10_000) -> int:

@@ -287,6 +287,13 @@ SYNC_MAX_EVENTS_PER_REQUEST = env.int("SYNC_MAX_EVENTS_PER_REQUEST", default=100
 SYNC_MAX_STRING_LENGTH = env.int("SYNC_MAX_STRING_LENGTH", default=16384)
 SYNC_MAX_LIST_LENGTH = env.int("SYNC_MAX_LIST_LENGTH", default=1000)
 SYNC_RULES_PER_PAGE = env.int("SYNC_RULES_PER_PAGE", default=1000)
+# The sync path's fixed statements are prepared once per database connection (santaadmin.db);
+# turn off behind a connection pooler in transaction mode that does not track them.
+SYNC_PREPARED_STATEMENTS = env.bool("SYNC_PREPARED_STATEMENTS", default=True)
+# Steady-state preflights and postflights change nothing but last-seen times and the sync
+# history: each web process writes those every this many seconds (hosts.liveness). 0 writes
+# them in the request (the embedded default).
+SYNC_WRITE_BEHIND_SECONDS = env.float("SYNC_WRITE_BEHIND_SECONDS", default=0.0 if EMBEDDED else 0.2)
 # A header set by a TLS-terminating proxy with the verified client certificate's issuer DN
 # (e.g. nginx `$ssl_client_i_dn`); empty disables certificate authentication.
 SYNC_CLIENT_CERT_HEADER = env.str("SYNC_CLIENT_CERT_HEADER", default="")

@@ -21,9 +21,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from events.services import InvalidEvent
-from hosts.errors import HostsError
-from hosts.models import MACHINE_ID_PATTERN, Enrollment
-from hosts.selectors import enrollment_for_cert_issuer, enrollment_for_secret
+from hosts.errors import HostsError, MachineBoundToOtherEnrollment
+from hosts.models import MACHINE_ID_PATTERN, Enrollment, Host
+from hosts.selectors import SyncContext, sync_context
+from hosts.services import host_register
 from rules.errors import RulesError
 
 from . import codec
@@ -41,8 +42,36 @@ RETRY_AFTER_SECONDS = 30
 class SyncRequest:
     http: HttpRequest
     machine_id: str
-    enrollment: Enrollment
+    context: SyncContext
     message: dict
+    secret: str = ""
+    cert_issuer: str = ""
+
+    @property
+    def enrollment(self) -> Enrollment:
+        return self.context.enrollment
+
+    def host(self) -> Host:
+        """The host of this machine id, registered on first contact (with its enrollment's
+        tags). A machine id stays bound to the enrollment that registered it: another
+        enrollment's secret cannot read or write its data (moving a host is an operator
+        action)."""
+        context = self.context
+        if context.host is not None:
+            return context.host
+        if context.bound_elsewhere:
+            raise MachineBoundToOtherEnrollment(
+                f"Machine {self.machine_id} is registered with another enrollment."
+            )
+        host = host_register(machine_id=self.machine_id, enrollment=context.enrollment)
+        # A new host: read its memberships and revision again (the registration wrote them).
+        self.context = (
+            sync_context(
+                machine_id=self.machine_id, secret=self.secret, cert_issuer=self.cert_issuer
+            )
+            or context
+        )
+        return self.context.host or host
 
 
 def json_error(status: int, code: str, detail: str, **headers) -> HttpResponse:
@@ -54,26 +83,38 @@ def json_error(status: int, code: str, detail: str, **headers) -> HttpResponse:
     return response
 
 
-def _authenticate(request: HttpRequest) -> Enrollment:
-    """The enrollment admitting this agent: `Authorization: Bearer <secret>` (set on the Mac
-    with SyncExtraHeaders), or a client-certificate issuer vouched for by the TLS proxy."""
+def _credentials(request: HttpRequest) -> tuple[str, str]:
+    """(bearer secret, client-certificate issuer): `Authorization: Bearer <secret>` (set on the
+    Mac with SyncExtraHeaders), or else a client-certificate issuer vouched for by the TLS
+    proxy. A bearer secret, when sent, is always the one checked."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, secret = header.partition(" ")
     if header and scheme.lower() == "bearer" and secret.strip():
-        enrollment = enrollment_for_secret(secret.strip())
-        if enrollment is not None:
-            return enrollment
-        raise ProtocolError(401, "invalid_secret", "Unknown or revoked enrollment secret.")
+        return secret.strip(), ""
     if settings.SYNC_CLIENT_CERT_HEADER:
         meta_name = "HTTP_" + settings.SYNC_CLIENT_CERT_HEADER.upper().replace("-", "_")
-        enrollment = enrollment_for_cert_issuer(request.META.get(meta_name, "").strip())
-        if enrollment is not None:
-            return enrollment
+        issuer = request.META.get(meta_name, "").strip()
+        if issuer:
+            return "", issuer
     raise ProtocolError(
         401,
         "authentication_required",
         "Send the enrollment secret as 'Authorization: Bearer <secret>' (SyncExtraHeaders).",
     )
+
+
+def _authenticate(request: HttpRequest, machine_id: str) -> SyncRequest:
+    secret, issuer = _credentials(request)
+    context = sync_context(machine_id=machine_id, secret=secret, cert_issuer=issuer)
+    if context is None:
+        if secret:
+            raise ProtocolError(401, "invalid_secret", "Unknown or revoked enrollment secret.")
+        raise ProtocolError(
+            401,
+            "authentication_required",
+            "Send the enrollment secret as 'Authorization: Bearer <secret>' (SyncExtraHeaders).",
+        )
+    return SyncRequest(request, machine_id, context, {}, secret, issuer)
 
 
 def _check_machine_id(machine_id: str) -> None:
@@ -120,7 +161,7 @@ def sync_stage(request_message: str, response_message: str):
             try:
                 _check_machine_id(machine_id)
                 fmt = codec.body_format(request.META.get("CONTENT_TYPE"))
-                enrollment = _authenticate(request)
+                sync = _authenticate(request, machine_id)
                 raw = _read_body(request)
                 if machine_id == DOCTOR_MACHINE_ID:
                     # `santactl doctor` posts an empty preflight to check reachability (§1);
@@ -142,7 +183,8 @@ def sync_stage(request_message: str, response_message: str):
                         f"Body machine_id {body_machine_id!r} does not match the URL.",
                         "machine_id_mismatch",
                     )
-                answer = handler(SyncRequest(request, machine_id, enrollment, message))
+                sync.message = message
+                answer = handler(sync)
                 return HttpResponse(codec.encode(response_message, answer, fmt), content_type=fmt)
             except ProtocolError as exc:
                 if exc.status == 401:

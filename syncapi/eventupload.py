@@ -10,7 +10,7 @@ from events.services import (
     events_prepare,
 )
 from hosts.selectors import configuration_for_host
-from hosts.services import host_record_eventupload, host_register
+from hosts.services import host_record_eventupload
 
 from .base import SyncRequest, sync_stage
 from .codec import ProtocolError
@@ -102,7 +102,7 @@ def eventupload(sync: SyncRequest) -> dict:
         events=[event_from(e) for e in events],
         file_access_events=[file_access_event_from(e) for e in file_access],
     )
-    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    host = sync.host()
     # Only a blocking event from inside a bundle can lead to a bundle request (§5.4.4).
     bundles = bool(batch.blocked_bundles) and bool(configuration_for_host(host).enable_bundles)
     result = events_ingest(host=host, batch=batch, bundles_enabled=bundles)

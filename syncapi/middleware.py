@@ -6,6 +6,7 @@ sessions, CSRF, auth, messages and redirects off the hot path entirely.
 """
 
 from django.core.exceptions import DisallowedHost
+from django.db import connection
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
@@ -22,6 +23,11 @@ class SyncMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(PREFIX):
             return self.get_response(request)
+        # No `SELECT 1` before the first statement (CONN_HEALTH_CHECKS): a sync request answers
+        # a dead connection with 503 and Retry-After (syncapi.base), and Django closes a
+        # connection that raised at the end of the request, so the retry gets a new one. That
+        # round trip would be a fifth of a steady-state request's database work.
+        connection.health_check_done = True
         try:
             request.get_host()  # ALLOWED_HOSTS, as for every other URL
         except DisallowedHost:

@@ -1,13 +1,13 @@
 """Stage 4, postflight: the agent confirms what it applied; its position advances."""
 
-from hosts.services import PostflightReport, host_postflight, host_register
+from hosts.services import PostflightReport, host_postflight
 
 from .base import SyncRequest, sync_stage
 
 
 @sync_stage("PostflightRequest", "PostflightResponse")
 def postflight(sync: SyncRequest) -> dict:
-    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    host = sync.host()
     message = sync.message
     host_postflight(
         host=host,

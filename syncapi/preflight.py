@@ -6,7 +6,7 @@ from django.urls import get_script_prefix, reverse
 
 from hosts.models import RemovableMediaAction
 from hosts.selectors import SyncConfiguration
-from hosts.services import PreflightFacts, PreflightResult, host_preflight, host_register
+from hosts.services import PreflightFacts, PreflightResult, host_preflight
 
 from .base import SyncRequest, sync_stage
 
@@ -116,6 +116,13 @@ def response_for(
 
 @sync_stage("PreflightRequest", "PreflightResponse")
 def preflight(sync: SyncRequest) -> dict:
-    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
-    result: PreflightResult = host_preflight(host=host, facts=facts_from(sync.message))
+    host = sync.host()
+    context = sync.context
+    result: PreflightResult = host_preflight(
+        host=host,
+        facts=facts_from(sync.message),
+        tag_spans=context.tag_spans,
+        host_profile_ids=context.host_profile_ids,
+        settings_token=context.settings_token,
+    )
     return response_for(result.configuration, result.sync_type, default_event_detail_url(sync.http))

@@ -10,8 +10,7 @@ from django.conf import settings
 from django.core import signing
 
 from hosts.models import SyncType
-from hosts.selectors import revision_current
-from hosts.services import host_record_ruledownload, host_register
+from hosts.services import host_record_ruledownload
 from rules.delivery import DeliveredRule, add_counts, changes_page, clean_page
 
 from .base import SyncRequest, sync_stage
@@ -46,7 +45,7 @@ def _read_cursor(cursor: str, machine_id: str) -> dict:
 def ruledownload(sync: SyncRequest) -> dict:
     cursor = sync.message.get("cursor")
     state = _read_cursor(cursor, sync.machine_id) if cursor else None  # before any write
-    host = host_register(machine_id=sync.machine_id, enrollment=sync.enrollment)
+    host = sync.host()
     if state is None:
         clean = host.rules_synced_rev is None or host.pending_sync_type in (
             SyncType.CLEAN,
@@ -54,7 +53,7 @@ def ruledownload(sync: SyncRequest) -> dict:
         )
         state = {
             "m": sync.machine_id,
-            "r": revision_current(),
+            "r": sync.context.revision,
             "p": None if clean else host.rules_synced_rev,
             "a": None,
             "n": {} if clean else dict(host.expected_counts or {}),

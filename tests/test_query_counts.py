@@ -18,17 +18,19 @@ EVENT = {
     "signing_chain": [{"sha256": "b" * 64, "cn": "Developer ID Application: X"}],
 }
 
-# Statements per request: enrollment, host, then the stage's own work. Eventupload also counts
-# the savepoint pair of its transaction (the tests run inside one).
+# Statements per request: one for the sync context (enrollment, host, its tags and profiles,
+# the revision and the settings token: hosts.selectors.sync_context), then the stage's own
+# work. Eventupload also counts the savepoint pair of its transaction (the tests run inside one).
 EXPECTED = {
-    "preflight": 6,  # + host tags, tag rules, profiles, one UPDATE of the host
+    # + the host's last-seen time (written behind the request in production: hosts.liveness)
+    "preflight": 2,
     # + host lock, certificates, binaries, stored keys, events, then the statistics (binary x
     # host upsert, binary UPDATE, day upsert; a batch with executing users adds one), host UPDATE
-    "eventupload": 13,
-    "ruledownload_steady": 3,  # + current revision; nothing changed, nothing computed
-    "ruledownload_changes": 7,  # + revision, tag history, changed keys, versions, host UPDATE
-    "ruledownload_clean_page": 7,  # one page: as ruledownload_changes
-    "postflight": 4,  # + one UPDATE of the host, one INSERT of its sync history (HostSync)
+    "eventupload": 12,
+    "ruledownload_steady": 1,  # nothing changed, nothing computed
+    "ruledownload_changes": 5,  # + tag history, changed keys, versions, host UPDATE
+    "ruledownload_clean_page": 5,  # one page: as ruledownload_changes
+    "postflight": 3,  # + one UPDATE of the host, one INSERT of its sync history (HostSync)
 }
 
 
@@ -101,7 +103,7 @@ def test_ruledownload_incremental(synced_agent, django_assert_num_queries):
 
 
 def test_ruledownload_clean_pages(synced_agent, settings):
-    """First page: + revision; every page: tag history, page keys, versions; last: + UPDATE."""
+    """Every page: context, tag history, page keys, versions; the last: + UPDATE."""
     settings.SYNC_RULES_PER_PAGE = 50
     synced_agent.request_clean_sync("CLEAN")
     synced_agent.preflight()
@@ -121,7 +123,7 @@ def test_ruledownload_clean_pages(synced_agent, settings):
     if len(counts) == 1:
         assert counts == [EXPECTED["ruledownload_clean_page"]]
     else:
-        assert counts == [6] + [5] * (len(counts) - 2) + [6]
+        assert counts == [4] * (len(counts) - 1) + [5]
 
 
 def test_postflight(synced_agent, django_assert_num_queries):
