@@ -31,10 +31,16 @@ def celery_tasks_in_process():
 
 @pytest.fixture(autouse=True)
 def liveness_in_request(settings):
-    """Last-seen times and sync history are written in the request, as in embedded mode, also
-    when the suite runs with production settings: tests read them right after a sync. The
-    write-behind itself is tested in tests/test_liveness.py."""
+    """Last-seen times, sync history and events are written in the request, as in embedded
+    mode, also when the suite runs with production settings: tests read them right after a
+    sync. The write-behind and deferred events are tested in tests/test_liveness.py and
+    tests/test_deferred_events.py."""
     settings.SYNC_WRITE_BEHIND_SECONDS = 0
+    settings.SYNC_DEFER_EVENTS = False
+    yield
+    from hosts import liveness
+
+    liveness.writer.stop()  # a test that turned the background thread on ends it
 
 
 @pytest.fixture

@@ -547,6 +547,7 @@ def section_wrk(server, secret, machines, duration, work) -> list[WrkResult]:
         before = Event.objects.count()
         result = run_wrk(server, secret, stage, bodies[stage], duration, work)
         if stage == "eventupload":
+            wait_drained()
             stored = Event.objects.count() - before
             sent = min(result.requests, len(bodies[stage]))
             if stored < sent - result.errors - 16:  # in-flight requests at the end
@@ -697,8 +698,20 @@ def section_clean(server, secret, serial: int) -> dict:
     return result
 
 
+def wait_drained(timeout: float = 600) -> float:
+    """Seconds until no accepted upload is waiting to be stored (SYNC_DEFER_EVENTS)."""
+    from events.models import EventUpload
+
+    start = time.monotonic()
+    while EventUpload.objects.filter(attempts=0).exists():
+        if time.monotonic() - start > timeout:
+            raise RuntimeError("accepted uploads were not stored within 10 minutes")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
 def section_ingest(server, secret, machines, duration, work) -> dict:
-    from events.models import Event
+    from events.models import Event, EventUpload
 
     shas = sha_pool(5_000)
     base = int(time.time()) - 7 * 86_400
@@ -710,7 +723,11 @@ def section_ingest(server, secret, machines, duration, work) -> dict:
         for m in wrk_machines
     ]
     before = Event.objects.count()
+    started = time.monotonic()
     first = run_wrk(server, secret, "eventupload", bodies, duration, work)
+    backlog = EventUpload.objects.count()
+    drained_after = wait_drained()
+    stored_in = time.monotonic() - started
     stored = Event.objects.count() - before
     sent = min(first.requests, len(bodies))
     # Replay batches certainly stored: each wrk thread takes every other body, and at most its
@@ -718,11 +735,15 @@ def section_ingest(server, secret, machines, duration, work) -> dict:
     replay_bodies = bodies[: max(2, min(len(bodies), 2 * (first.fewest_sent - 8)))]
     middle = Event.objects.count()
     replay = run_wrk(server, secret, "eventupload", replay_bodies, min(duration, 10), work)
+    wait_drained()
     added = Event.objects.count() - middle
     result = {
         "batches": sent,
         "stored": stored,
-        "events_per_s": stored / first.seconds,
+        "events_per_s": sent * BATCH / first.seconds,
+        "stored_per_s": stored / stored_in,
+        "backlog": backlog,
+        "drained_after": drained_after,
         "p50_ms": first.p50_ms,
         "p99_ms": first.p99_ms,
         "errors": first.errors,
@@ -733,7 +754,8 @@ def section_ingest(server, secret, machines, duration, work) -> dict:
         "cpu": first.cpu,
     }
     print(
-        f"ingest: {result['events_per_s']:,.0f} events/s; replay "
+        f"ingest: {result['events_per_s']:,.0f} events/s accepted, "
+        f"{result['stored_per_s']:,.0f} stored; replay "
         f"{result['replay_events_per_s']:,.0f} events/s, {added} added",
         file=sys.stderr,
     )
@@ -838,9 +860,12 @@ def render(facts, source, duration, fleet_size, wrk, fleet, clean, ingest) -> st
         lines += [
             "",
             f"**Event ingestion** under wrk (as above, batches of {BATCH} new events): "
-            f"**{ingest['events_per_s']:,.0f} events/s** ({ingest['stored']:,} stored from "
-            f"{ingest['batches']:,} batches, p50 {ingest['p50_ms']:.1f} ms, p99 "
-            f"{ingest['p99_ms']:.1f} ms per batch, {ingest['errors']} errors). The same batches "
+            f"**{ingest['events_per_s']:,.0f} events/s accepted** ({ingest['batches']:,} "
+            f"batches, p50 {ingest['p50_ms']:.1f} ms, p99 {ingest['p99_ms']:.1f} ms per batch, "
+            f"{ingest['errors']} errors) and **{ingest['stored_per_s']:,.0f} events/s stored** "
+            f"({ingest['stored']:,} events in the database, with their catalogue and "
+            f"statistics, {ingest['drained_after']:.1f} s after the load stopped; "
+            f"{ingest['backlog']:,} uploads were waiting then). The same batches "
             f"replayed: {ingest['replay_events_per_s']:,.0f} events/s answered, "
             f"{ingest['replay_added']} stored (deduplicated), {ingest['replay_errors']} errors.",
         ]

@@ -345,3 +345,23 @@ class FileAccessEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} {self.target} on {self.host_id}"
+
+
+class EventUpload(models.Model):
+    """An accepted event upload waiting to be stored (SYNC_DEFER_EVENTS).
+
+    The event-upload stage validates the whole batch, writes it here in one INSERT and answers;
+    events.services.events_drain stores waiting uploads many at a time, with the same
+    statements as one upload, and deletes them in the same transaction. Committed before the
+    agent hears 200, so an accepted event is never lost; stored with its dedupe key, so a
+    retried upload is stored once.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    received_at = models.DateTimeField()
+    payload = models.BinaryField()  # the decoded request message, as JSON
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"upload {self.pk} of host {self.host_id} at {self.received_at:%Y-%m-%d %H:%M:%S}"

@@ -9,17 +9,19 @@ dedupe key derived from its natural identity and duplicates are dropped by the d
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, OuterRef, Subquery
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, F, OuterRef, Subquery
 from django.utils import timezone
 
 from hosts.models import Host
+from santaadmin.db import prepared_cursor
 
 from .models import (
     Binary,
@@ -28,11 +30,13 @@ from .models import (
     Certificate,
     Decision,
     Event,
+    EventUpload,
     FileAccessDecision,
     FileAccessEvent,
 )
 from .stats import stats_record
 
+logger = logging.getLogger("santaadmin.events")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 BUNDLE_BINARY = "BUNDLE_BINARY"
 
@@ -162,6 +166,9 @@ def _validate_event(index: int, event: EventIn) -> dict:
         }
         for n, cert in enumerate(event.signing_chain)
     ]
+    for cert in event.signing_chain:
+        _timestamp(cert.valid_from, "valid_from")
+        _timestamp(cert.valid_until, "valid_until")
     return {
         "sha": sha,
         "execution_time": execution_time,
@@ -193,11 +200,28 @@ class EventBatch:
     blocked_bundles: set[str]  # bundle hashes of non-BUNDLE_BINARY events
 
 
+def events_check(*, events: list[EventIn], file_access_events: list[FileAccessEventIn]) -> set[str]:
+    """Validate a batch as events_prepare does (InvalidEvent for the first fault), without
+    building its rows; returns the bundle hashes of its blocking events (§5.4.4)."""
+    blocked = set()
+    for n, event in enumerate(events):
+        bundle_hash = _validate_event(n, event)["bundle_hash"]
+        if bundle_hash and event.decision != BUNDLE_BINARY:
+            blocked.add(bundle_hash)
+    for n, event in enumerate(file_access_events):
+        _check_file_access(n, event)
+    return blocked
+
+
 def events_prepare(
-    *, machine_id: str, events: list[EventIn], file_access_events: list[FileAccessEventIn]
+    *,
+    machine_id: str,
+    events: list[EventIn],
+    file_access_events: list[FileAccessEventIn],
+    received_at: datetime | None = None,
 ) -> EventBatch:
     """Validate a whole batch before anything is written (InvalidEvent for the first fault)."""
-    now = timezone.now()
+    now = received_at or timezone.now()
     checked = [_validate_event(n, event) for n, event in enumerate(events)]
     faa_rows = [
         _file_access_row(machine_id, n, event, now) for n, event in enumerate(file_access_events)
@@ -239,17 +263,47 @@ def events_prepare(
     )
 
 
+@dataclass
+class IngestItem:
+    host: Host
+    batch: EventBatch
+    bundles_enabled: bool = False
+
+
 def events_ingest(*, host: Host, batch: EventBatch, bundles_enabled: bool) -> IngestResult:
     """Store a validated batch (all or nothing) and update the catalogue."""
-    certificates, binaries, bundles = batch.certificates, batch.binaries, batch.bundles
-    bundle_members, event_rows, faa_rows = batch.bundle_members, batch.event_rows, batch.faa_rows
-    for row in (*event_rows.values(), *faa_rows):
-        row.host = host
+    [result] = events_ingest_many([IngestItem(host, batch, bundles_enabled)])
+    return result
+
+
+def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
+    """Store validated batches of any hosts (all or nothing) and update the catalogue, with the
+    statements of one batch: what is uploaded together is written together."""
+    certificates: dict[str, Certificate] = {}
+    binaries: dict[str, Binary] = {}
+    bundles: dict[str, Bundle] = {}
+    bundle_members: set[tuple[str, str]] = set()
+    event_rows: dict[str, Event] = {}
+    faa_rows: list[FileAccessEvent] = []
+    for item in items:  # later uploads' catalogue facts win, as they would one after another
+        batch = item.batch
+        certificates.update(batch.certificates)
+        binaries.update(batch.binaries)
+        bundles.update(batch.bundles)
+        bundle_members |= batch.bundle_members
+        for key, row in batch.event_rows.items():
+            row.host = item.host
+            event_rows[key] = row
+        for row in batch.faa_rows:
+            row.host = item.host
+            faa_rows.append(row)
     with transaction.atomic():
         if event_rows:
-            # One upload per host at a time: event keys are per host, so under this lock the
-            # "already stored" check below is exact and a replay is never counted twice.
-            list(Host.objects.select_for_update().filter(pk=host.pk).values_list("pk"))
+            # One upload per host at a time: event keys are per host, so under these locks
+            # (sorted: two writers never wait on each other in opposite orders) the "already
+            # stored" check below is exact and a replay is never counted twice.
+            host_ids = sorted({row.host_id for row in event_rows.values()})
+            list(Host.objects.select_for_update().filter(pk__in=host_ids).values_list("pk"))
         # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
         if certificates:
             Certificate.objects.bulk_create(
@@ -320,26 +374,25 @@ def events_ingest(*, host: Host, batch: EventBatch, bundles_enabled: bool) -> In
                 ignore_conflicts=True,
                 batch_size=500,
             )
-            stats_record(
-                host_id=host.pk,
-                events=[row for key, row in event_rows.items() if key not in stored],
-            )
+            stats_record(events=[row for key, row in event_rows.items() if key not in stored])
         if faa_rows:
             FileAccessEvent.objects.bulk_create(faa_rows, ignore_conflicts=True, batch_size=500)
 
-    wanted = []
-    if bundles_enabled:
-        # Ask for every binary of bundles whose blocking event arrived here and whose
-        # binaries are not all known yet (§5.4.4: bundle hashes, not binary hashes).
-        asked = batch.blocked_bundles
-        if asked:
+    results = []
+    for item in items:
+        wanted = []
+        if item.bundles_enabled and item.batch.blocked_bundles:
+            # Ask for every binary of bundles whose blocking event arrived here and whose
+            # binaries are not all known yet (§5.4.4: bundle hashes, not binary hashes).
+            asked = item.batch.blocked_bundles
             complete = {
                 bundle.bundle_hash
                 for bundle in Bundle.objects.filter(pk__in=asked)
                 if bundle.complete
             }
             wanted = sorted(asked - complete)
-    return IngestResult(len(event_rows), len(faa_rows), wanted)
+        results.append(IngestResult(len(item.batch.event_rows), len(item.batch.faa_rows), wanted))
+    return results
 
 
 def _binary_row(event: EventIn, facts: dict, now) -> Binary:
@@ -419,11 +472,16 @@ def _event_row(key: str, event: EventIn, facts: dict, now) -> Event:
     )
 
 
-def _file_access_row(machine_id: str, index: int, event: FileAccessEventIn, now) -> FileAccessEvent:
+def _check_file_access(index: int, event: FileAccessEventIn) -> datetime:
+    """The event's access time, once the event is known to be valid."""
     where = f"file_access_events[{index}]"
     if event.decision not in FileAccessDecision.values:
         raise InvalidEvent(f"{where}.decision {event.decision!r} is not a file-access decision.")
-    access_time = _timestamp(event.access_time, f"{where}.access_time", required=True)
+    return _timestamp(event.access_time, f"{where}.access_time", required=True)
+
+
+def _file_access_row(machine_id: str, index: int, event: FileAccessEventIn, now) -> FileAccessEvent:
+    access_time = _check_file_access(index, event)
     first = event.process_chain[0] if event.process_chain else {}
     key = _dedupe_key(
         machine_id,
@@ -446,6 +504,129 @@ def _file_access_row(machine_id: str, index: int, event: FileAccessEventIn, now)
         process_chain=list(event.process_chain),
         received_at=now,
     )
+
+
+# --- deferred ingestion ---------------------------------------------------------------------------
+
+DRAIN_LOCK = 0x5A17A_E7E  # PostgreSQL advisory lock: one drainer at a time, others skip
+MAX_DRAIN_ATTEMPTS = 5
+
+
+def _payload(events: list[EventIn], file_access_events: list[FileAccessEventIn]) -> bytes:
+    return orjson.dumps({"events": events, "file_access_events": file_access_events})
+
+
+def _from_payload(payload: bytes) -> tuple[list[EventIn], list[FileAccessEventIn]]:
+    document = orjson.loads(payload)
+    events = [
+        EventIn(
+            **{
+                **item,
+                "logged_in_users": tuple(item["logged_in_users"]),
+                "current_sessions": tuple(item["current_sessions"]),
+                "signing_chain": tuple(CertificateIn(**c) for c in item["signing_chain"]),
+                "entitlements": tuple(tuple(pair) for pair in item["entitlements"]),
+            }
+        )
+        for item in document["events"]
+    ]
+    faa = [
+        FileAccessEventIn(**{**item, "process_chain": tuple(item["process_chain"])})
+        for item in document["file_access_events"]
+    ]
+    return events, faa
+
+
+def events_defer(
+    *,
+    host: Host,
+    events: list[EventIn],
+    file_access_events: list[FileAccessEventIn],
+    received_at: datetime,
+) -> None:
+    """Accept a batch already validated by events_prepare: one INSERT, committed before the
+    agent is answered; events_drain stores it."""
+    table = EventUpload._meta.db_table
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (host_id, received_at, payload, attempts, error) "  # noqa: S608
+            "VALUES (%s, %s, %s, 0, '')",
+            [
+                host.pk,
+                connection.ops.adapt_datetimefield_value(received_at),
+                _payload(events, file_access_events),
+            ],
+        )
+
+
+def _claim(limit: int) -> list[EventUpload]:
+    return list(
+        EventUpload.objects.select_for_update(skip_locked=True)
+        .filter(attempts__lt=MAX_DRAIN_ATTEMPTS)
+        .select_related("host")
+        .order_by("id")[:limit]
+    )
+
+
+def _prepared(upload: EventUpload) -> IngestItem:
+    events, faa = _from_payload(bytes(upload.payload))
+    batch = events_prepare(
+        machine_id=upload.host.machine_id,
+        events=events,
+        file_access_events=faa,
+        received_at=upload.received_at,
+    )
+    return IngestItem(upload.host, batch)
+
+
+def events_drain(*, limit: int = 500) -> int:
+    """Store up to `limit` waiting uploads in one transaction and delete them; returns how
+    many. On PostgreSQL one process drains at a time (the others find the advisory lock taken
+    and return 0) and uploads are claimed with SKIP LOCKED. An upload that cannot be stored
+    (which validation at upload time should make impossible) is set aside after
+    MAX_DRAIN_ATTEMPTS with its error, instead of blocking the others."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DRAIN_LOCK])
+                if not cursor.fetchone()[0]:
+                    return 0
+        uploads = _claim(limit)
+        if not uploads:
+            return 0
+        try:
+            with transaction.atomic():
+                events_ingest_many([_prepared(upload) for upload in uploads])
+        except (InvalidEvent, DatabaseError, ValueError, TypeError, KeyError):
+            logger.exception(
+                "Storing %d waiting uploads failed; storing them one by one", len(uploads)
+            )
+        else:
+            EventUpload.objects.filter(pk__in=[u.pk for u in uploads]).delete()
+            return len(uploads)
+        stored = 0
+        for upload in uploads:
+            try:
+                with transaction.atomic():
+                    events_ingest_many([_prepared(upload)])
+            except (InvalidEvent, DatabaseError, ValueError, TypeError, KeyError) as exc:
+                EventUpload.objects.filter(pk=upload.pk).update(
+                    attempts=F("attempts") + 1, error=f"{type(exc).__name__}: {exc}"[:2000]
+                )
+                continue
+            EventUpload.objects.filter(pk=upload.pk).delete()
+            stored += 1
+        return stored
+
+
+def events_drain_all(*, limit: int = 500) -> int:
+    """Drain until nothing is waiting (or another process holds the drain)."""
+    total = 0
+    while True:
+        done = events_drain(limit=limit)
+        total += done
+        if done < limit:
+            return total
 
 
 # --- retention ----------------------------------------------------------------------------------

@@ -74,12 +74,12 @@ def _earlier(column: str, table: str) -> str:
     )
 
 
-def _upsert_hosts(host_id: int, tallies: dict[str, _Tally]) -> set[str]:
-    """Upsert (binary, host) rows; return the binaries this host ran for the first time."""
+def _upsert_hosts(tallies: dict[tuple[str, int], _Tally]) -> dict[str, int]:
+    """Upsert (binary, host) rows; return, per binary, how many hosts ran it the first time."""
     table = BinaryHost._meta.db_table
     rows, params = [], []
-    for sha in sorted(tallies):
-        t = tallies[sha]
+    for sha, host_id in sorted(tallies):
+        t = tallies[(sha, host_id)]
         rows.append("(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
         params += [
             sha,
@@ -106,9 +106,12 @@ def _upsert_hosts(host_id: int, tallies: dict[str, _Tally]) -> set[str]:
         f"last_at = {_later('last_at', table)}, "
         f"fresh = false RETURNING binary_id, fresh"
     )
+    new: dict[str, int] = defaultdict(int)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {sha for sha, fresh in cursor.fetchall() if fresh}
+        for sha, fresh in cursor.fetchall():
+            new[sha] += bool(fresh)
+    return new
 
 
 def _upsert_users(tallies: dict[tuple[str, str], list]) -> dict[str, int]:
@@ -150,7 +153,7 @@ def _add_days(days: dict[tuple[datetime.date, str], int]) -> None:
         cursor.execute(sql, params)
 
 
-def _update_binaries(binaries: dict[str, _Tally], new_hosts: set, new_users: dict) -> None:
+def _update_binaries(binaries: dict[str, _Tally], new_hosts: dict, new_users: dict) -> None:
     """One UPDATE for every binary of the batch (their rows are already locked, in sorted
     order, by the catalogue upsert of the same transaction)."""
     table = Binary._meta.db_table
@@ -165,7 +168,7 @@ def _update_binaries(binaries: dict[str, _Tally], new_hosts: set, new_users: dic
             t.executions,
             t.blocked,
             t.would_block,
-            int(sha in new_hosts),
+            new_hosts.get(sha, 0),
             new_users.get(sha, 0),
             _db(t.first),
             _db(t.last),
@@ -194,9 +197,10 @@ def _update_binaries(binaries: dict[str, _Tally], new_hosts: set, new_users: dic
         cursor.execute(sql, params)
 
 
-def stats_record(*, host_id: int, events: Iterable[Event]) -> None:
-    """Count new execution events of one host. Call inside the ingesting transaction."""
+def stats_record(*, events: Iterable[Event]) -> None:
+    """Count new execution events (of any hosts). Call inside the ingesting transaction."""
     binaries: dict[str, _Tally] = defaultdict(_Tally)
+    per_host: dict[tuple[str, int], _Tally] = defaultdict(_Tally)
     users: dict[tuple[str, str], list] = {}
     days: dict[tuple[datetime.date, str], int] = defaultdict(int)
     for event in events:
@@ -205,6 +209,7 @@ def stats_record(*, host_id: int, events: Iterable[Event]) -> None:
             continue
         when = event.execution_time or event.received_at
         binaries[event.binary_id].add(event, when, outcome)
+        per_host[(event.binary_id, event.host_id)].add(event, when, outcome)
         days[(when.astimezone(datetime.UTC).date(), outcome)] += 1
         user = event.executing_user[:MAX_USER]
         if user:
@@ -213,7 +218,7 @@ def stats_record(*, host_id: int, events: Iterable[Event]) -> None:
             entry[1], entry[2] = min(entry[1], when), max(entry[2], when)
     if not binaries:
         return
-    new_hosts = _upsert_hosts(host_id, binaries)
+    new_hosts = _upsert_hosts(per_host)
     new_users = _upsert_users(users) if users else {}
     _update_binaries(binaries, new_hosts, new_users)
     _add_days(days)

@@ -5,6 +5,7 @@ would turn stale), and a steady-state postflight nothing but when it finished pl
 sync history. Those writes are bookkeeping, not sync state: each web process collects them and
 writes them every SYNC_WRITE_BEHIND_SECONDS in one transaction — one UPDATE per host, sorted by
 id so that two processes never lock rows in opposite orders, and one INSERT of the history rows.
+The same thread stores deferred event uploads (SYNC_DEFER_EVENTS, events.services.events_drain).
 A preflight or postflight that changes anything else (facts, drift, a clean sync, the rule
 position) writes synchronously, as before. What a crash can lose is bounded by the interval:
 at most that many seconds of last-seen times and history rows, never a rule position, an event
@@ -21,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -43,6 +45,7 @@ class _Seen:
     preflight_at: object = None
     stale_after: object = None
     postflight_at: object = None
+    eventupload_at: object = None
 
 
 class LivenessWriter:
@@ -62,6 +65,12 @@ class LivenessWriter:
             seen = self._seen.setdefault(host_id, _Seen())
             seen.preflight_at = _later(seen.preflight_at, at)
             seen.stale_after = _later(seen.stale_after, stale_after)
+        self._after_record()
+
+    def eventupload(self, host_id: int, at) -> None:
+        with self._lock:
+            seen = self._seen.setdefault(host_id, _Seen())
+            seen.eventupload_at = _later(seen.eventupload_at, at)
         self._after_record()
 
     def postflight(self, host_id: int, at, sync: HostSync) -> None:
@@ -108,6 +117,8 @@ class LivenessWriter:
         while not self._stopping:
             # Wake at least twice a second, so a changed interval applies without a restart.
             interval = settings.SYNC_WRITE_BEHIND_SECONDS
+            if interval <= 0:
+                break  # writes happen in the request now
             self._wake.wait(max(0.01, min(interval - (time.monotonic() - last), 0.5)))
             if not self._wake.is_set() and time.monotonic() - last < interval:
                 continue
@@ -115,8 +126,12 @@ class LivenessWriter:
             last = time.monotonic()
             try:
                 self.flush()
+                if settings.SYNC_DEFER_EVENTS:
+                    from events.services import events_drain_all
+
+                    events_drain_all()
             except Exception:
-                logger.exception("Writing last-seen times failed; retrying")
+                logger.exception("Background sync writes failed; retrying")
                 connection.close()
         try:
             self.flush()
@@ -138,7 +153,7 @@ class LivenessWriter:
             with self._lock:  # keep them for the next attempt, newest values winning
                 for host_id, values in seen.items():
                     mine = self._seen.setdefault(host_id, _Seen())
-                    for name in ("preflight_at", "stale_after", "postflight_at"):
+                    for name in ("preflight_at", "stale_after", "postflight_at", "eventupload_at"):
                         setattr(mine, name, _later(getattr(mine, name), getattr(values, name)))
                 self._syncs[:0] = syncs
                 while len(self._seen) > MAX_PENDING:
@@ -158,38 +173,45 @@ def _later(a, b):
     return max(a, b)
 
 
+def _latest(column: str, ts: str) -> str:
+    """SQL: the column, moved to the parameter when that is given and later."""
+    return (
+        f"{column} = CASE WHEN {ts} IS NOT NULL AND ({column} IS NULL OR {column} < {ts}) "
+        f"THEN {ts} ELSE {column} END"
+    )
+
+
 def _write(seen: dict[int, _Seen], syncs: list[HostSync]) -> None:
     table = Host._meta.db_table
-    preflights = [
-        (v.preflight_at, v.preflight_at, v.stale_after, v.stale_after, host_id)
-        for host_id, v in sorted(seen.items())
-        if v.preflight_at is not None
-    ]
-    postflights = [
-        (v.postflight_at, v.postflight_at, host_id)
-        for host_id, v in sorted(seen.items())
-        if v.postflight_at is not None
-    ]
-    with transaction.atomic():
-        with prepared_cursor() as cursor:
-            # Later times only: a slower process's older value never overwrites a newer one.
-            # A host that preflighted is not stale, whatever the periodic task marked meanwhile.
-            if preflights:
+    # Typed on PostgreSQL: a parameter that is NULL must still have a type to compare.
+    ts = "CAST(%s AS timestamptz)" if connection.vendor == "postgresql" else "%s"
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = []
+    for host_id, v in sorted(seen.items()):  # one row each, in id order: no deadlock
+        values = [adapt(v.preflight_at), adapt(v.stale_after), adapt(v.postflight_at)]
+        values.append(adapt(v.eventupload_at))
+        rows.append([value for value in values for _ in range(3)] + [values[0], host_id])
+    # One transaction when history rows go with the times; one statement needs none.
+    with transaction.atomic() if syncs else nullcontext():
+        if rows:
+            with prepared_cursor() as cursor:
+                # Later times only: a slower process's older value never overwrites a newer
+                # one. A host that preflighted is not stale, whatever the periodic task marked
+                # meanwhile.
                 cursor.executemany(
                     f"UPDATE {table} SET "  # noqa: S608 - the model's table name
-                    "last_preflight_at = CASE WHEN last_preflight_at IS NULL "
-                    "OR last_preflight_at < %s THEN %s ELSE last_preflight_at END, "
-                    "stale_after = CASE WHEN stale_after IS NULL OR stale_after < %s "
-                    "THEN %s ELSE stale_after END, stale_since = NULL WHERE id = %s",
-                    preflights,
-                )
-            if postflights:
-                cursor.executemany(
-                    f"UPDATE {table} SET "  # noqa: S608 - the model's table name
-                    "last_postflight_at = CASE WHEN last_postflight_at IS NULL "
-                    "OR last_postflight_at < %s THEN %s ELSE last_postflight_at END "
-                    "WHERE id = %s",
-                    postflights,
+                    + ", ".join(
+                        _latest(column, ts)
+                        for column in (
+                            "last_preflight_at",
+                            "stale_after",
+                            "last_postflight_at",
+                            "last_eventupload_at",
+                        )
+                    )
+                    + f", stale_since = CASE WHEN {ts} IS NOT NULL THEN NULL ELSE stale_since END"
+                    " WHERE id = %s",
+                    rows,
                 )
         if syncs:
             # A host deleted meanwhile takes its history with it: skip rows whose host is gone.

@@ -698,10 +698,11 @@ def host_preflight(
     return PreflightResult(host, configuration, sync_type, reasons)
 
 
-def host_record_eventupload(*, host: Host) -> None:
-    now = timezone.now()
-    Host.objects.filter(pk=host.pk).update(last_eventupload_at=now)
-    host.last_eventupload_at = now
+def host_record_eventupload(*, host: Host, at=None) -> None:
+    """When the host last uploaded events: a last-seen time, written behind the request."""
+    at = at or timezone.now()
+    liveness.writer.eventupload(host.pk, at)
+    host.last_eventupload_at = at
 
 
 def host_record_ruledownload(*, host: Host, revision: int, clean: bool, counts: dict) -> None:

@@ -277,6 +277,8 @@ CELERY_BEAT_SCHEDULE = {
     "rules-check-drift": {"task": "rules.check_drift", "schedule": 600.0},
     "rules-expire": {"task": "rules.expire", "schedule": 60.0},
     "events-prune": {"task": "events.prune", "schedule": 3600.0},
+    # Uploads accepted by a web process that stopped before storing them.
+    "events-drain": {"task": "events.drain", "schedule": 10.0},
 }
 
 # --- Santa sync ---------------------------------------------------------------------------------
@@ -287,6 +289,13 @@ SYNC_MAX_EVENTS_PER_REQUEST = env.int("SYNC_MAX_EVENTS_PER_REQUEST", default=100
 SYNC_MAX_STRING_LENGTH = env.int("SYNC_MAX_STRING_LENGTH", default=16384)
 SYNC_MAX_LIST_LENGTH = env.int("SYNC_MAX_LIST_LENGTH", default=1000)
 SYNC_RULES_PER_PAGE = env.int("SYNC_RULES_PER_PAGE", default=1000)
+# Event uploads are validated and accepted in one INSERT, and stored (catalogue, statistics)
+# in batches by a background thread of each web process and the `events.drain` task
+# (events.services.events_drain). Off: stored in the request. Default: on with PostgreSQL.
+SYNC_DEFER_EVENTS = env.bool(
+    "SYNC_DEFER_EVENTS",
+    default=DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql",
+)
 # The sync path's fixed statements are prepared once per database connection (santaadmin.db);
 # turn off behind a connection pooler in transaction mode that does not track them.
 SYNC_PREPARED_STATEMENTS = env.bool("SYNC_PREPARED_STATEMENTS", default=True)

@@ -23,8 +23,9 @@ from django.views.decorators.csrf import csrf_exempt
 from events.services import InvalidEvent
 from hosts.errors import HostsError, MachineBoundToOtherEnrollment
 from hosts.models import MACHINE_ID_PATTERN, Enrollment, Host
-from hosts.selectors import SyncContext, sync_context
+from hosts.selectors import SyncConfiguration, SyncContext, sync_context
 from hosts.services import host_register
+from hosts.settings_cache import settings_snapshot
 from rules.errors import RulesError
 
 from . import codec
@@ -50,6 +51,16 @@ class SyncRequest:
     @property
     def enrollment(self) -> Enrollment:
         return self.context.enrollment
+
+    def configuration(self, host: Host) -> SyncConfiguration:
+        """The host's effective configuration, from the sync context and memory."""
+        context = self.context
+        return settings_snapshot(context.settings_token).configuration(
+            context.tag_ids,
+            context.host_profile_ids,
+            enrollment_mode=context.enrollment.client_mode,
+            host_mode_override=host.client_mode_override,
+        )
 
     def host(self) -> Host:
         """The host of this machine id, registered on first contact (with its enrollment's

@@ -1,15 +1,17 @@
 """Stage 2, event upload: store the batch (whole or not at all) and ask for bundle binaries."""
 
 from django.conf import settings
+from django.utils import timezone
 
 from events.services import (
     CertificateIn,
     EventIn,
     FileAccessEventIn,
+    events_check,
+    events_defer,
     events_ingest,
     events_prepare,
 )
-from hosts.selectors import configuration_for_host
 from hosts.services import host_record_eventupload
 
 from .base import SyncRequest, sync_stage
@@ -96,17 +98,28 @@ def eventupload(sync: SyncRequest) -> dict:
             "too_many_events",
             f"The batch holds more than SYNC_MAX_EVENTS_PER_REQUEST ({limit}) events.",
         )
+    received_at = timezone.now()
+    events_in = [event_from(e) for e in events]
+    file_access_in = [file_access_event_from(e) for e in file_access]
     # The whole batch is checked before the host is registered: a refused upload stores nothing.
+    blocked_bundles = events_check(events=events_in, file_access_events=file_access_in)
+    host = sync.host()
+    host_record_eventupload(host=host, at=received_at)
+    # Only a blocking event from inside a bundle can lead to a bundle request (§5.4.4), and
+    # the answer needs the bundle's stored binaries: that upload is stored at once.
+    bundles = bool(blocked_bundles) and bool(sync.configuration(host).enable_bundles)
+    if settings.SYNC_DEFER_EVENTS and not bundles:
+        events_defer(
+            host=host, events=events_in, file_access_events=file_access_in, received_at=received_at
+        )
+        return {}
     batch = events_prepare(
         machine_id=sync.machine_id,
-        events=[event_from(e) for e in events],
-        file_access_events=[file_access_event_from(e) for e in file_access],
+        events=events_in,
+        file_access_events=file_access_in,
+        received_at=received_at,
     )
-    host = sync.host()
-    # Only a blocking event from inside a bundle can lead to a bundle request (§5.4.4).
-    bundles = bool(batch.blocked_bundles) and bool(configuration_for_host(host).enable_bundles)
     result = events_ingest(host=host, batch=batch, bundles_enabled=bundles)
-    host_record_eventupload(host=host)
     if result.bundle_binaries_wanted:
         return {"event_upload_bundle_binaries": result.bundle_binaries_wanted}
     return {}

@@ -553,6 +553,7 @@ def test_beat_schedule_names_only_registered_tasks():
         "rules.check_drift",
         "rules.expire",
         "events.prune",
+        "events.drain",
     }
     assert "hosts.fanout_run" in registered
 

@@ -24,8 +24,10 @@ EVENT = {
 EXPECTED = {
     # + the host's last-seen time (written behind the request in production: hosts.liveness)
     "preflight": 2,
-    # + host lock, certificates, binaries, stored keys, events, then the statistics (binary x
-    # host upsert, binary UPDATE, day upsert; a batch with executing users adds one), host UPDATE
+    # + the host's last upload time (behind the request in production), then host lock,
+    # certificates, binaries, stored keys, events, and the statistics (binary x host upsert,
+    # binary UPDATE, day upsert; a batch with executing users adds one). With SYNC_DEFER_EVENTS
+    # (production) the request is the context and one INSERT: tests/test_deferred_events.py.
     "eventupload": 12,
     "ruledownload_steady": 1,  # nothing changed, nothing computed
     "ruledownload_changes": 5,  # + tag history, changed keys, versions, host UPDATE
