@@ -1,5 +1,5 @@
-"""The Santa sync protocol against a live server, as production runs it (gunicorn with the
-repository's gunicorn.conf.py), on PostgreSQL when DATABASE_URL is set, else on SQLite:
+"""The Santa sync protocol against a live server, as production runs it (`manage.py serve`:
+granian), on PostgreSQL when DATABASE_URL is set, else on SQLite:
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/santaadmin_sync_bench \\
     .venv/bin/python benchmarks/sync.py [--write] [--duration 20] [--only wrk,fleet,clean,ingest]
@@ -107,19 +107,21 @@ def free_port() -> int:
 
 
 class Server:
-    """gunicorn as production starts it: `gunicorn santaadmin.wsgi` reading gunicorn.conf.py."""
+    """The production web server as the README starts it: `manage.py serve` (granian), with
+    its defaults or WEB_CONCURRENCY / WEB_THREADS from the environment."""
 
     def __init__(self, env: dict[str, str]):
         self.port = free_port()
-        self.env = {**env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
+        self.env = {**env, "WEB_BIND": f"127.0.0.1:{self.port}"}
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
         self.process = subprocess.Popen(  # noqa: S603
-            [str(BIN / "gunicorn"), "santaadmin.wsgi"],
+            [str(BIN / "python"), "manage.py", "serve", "--", "--log-level", "warning"],
             cwd=ROOT,
             env=self.env,
             start_new_session=True,
+            stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -131,7 +133,7 @@ class Server:
                     return self
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start within 60 s")
+        raise RuntimeError("the server did not start within 60 s")
 
     def __exit__(self, *exc) -> None:
         if self.process and self.process.poll() is None:
@@ -146,15 +148,19 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def worker_pids(self) -> list[int]:
-        return children(self.process.pid)
+        return descendants(self.process.pid)
 
 
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        return [int(p) for p in path.read_text().split()]
-    except OSError:
-        return []
+def descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *descendants(kid)]
+    return found
 
 
 # --- CPU accounting -----------------------------------------------------------------------------
@@ -340,7 +346,7 @@ class Machine:
 
 
 class Client:
-    """One keep-alive connection (reopened after gunicorn's `Connection: close`)."""
+    """One keep-alive connection (reopened when the server closes it)."""
 
     def __init__(self, url: str, secret: str):
         host, port = url.removeprefix("http://").split(":")
@@ -781,30 +787,14 @@ def machine_facts(env: dict) -> dict:
         import sqlite3
 
         facts["database"] = "SQLite " + sqlite3.sqlite_version
-    facts["server"] = gunicorn_description(env)
+    facts["server"] = server_description(env)
     return facts
 
 
-def gunicorn_description(env: dict) -> str:
-    out = subprocess.run(  # noqa: S603
-        [
-            str(BIN / "python"),
-            "-c",
-            "import runpy; "
-            "cfg = runpy.run_path('gunicorn.conf.py'); "
-            "print(cfg.get('workers'), cfg.get('worker_class', 'sync'), cfg.get('threads', 1))",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    if len(out) == 3:
-        workers, kind, threads = out
-        detail = f", {threads} threads each" if kind == "gthread" else ""
-        return f"gunicorn, {workers} {kind} workers{detail}"
-    return "gunicorn"
+def server_description(env: dict) -> str:
+    workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count())
+    threads = env.get("WEB_THREADS") or "2"
+    return f"granian (`manage.py serve`), {workers} workers of {threads} threads"
 
 
 def render(facts, source, duration, fleet_size, wrk, fleet, clean, ingest) -> str:
@@ -812,8 +802,8 @@ def render(facts, source, duration, fleet_size, wrk, fleet, clean, ingest) -> st
         "## The sync protocol under load",
         "",
         f"`python benchmarks/sync.py` on {facts['date']}: {facts['cores']} cores, "
-        f"{facts['database']}, Python {facts['python']}, {facts['server']} "
-        f"(`gunicorn.conf.py`), production settings, {source}. Server, database and load "
+        f"{facts['database']}, Python {facts['python']}, {facts['server']}, production "
+        f"settings, {source}. Server, database and load "
         "generator share the same cores. "
         f"{STEADY_RULES:,} rules for everyone; every machine enrolled and synced first.",
     ]

@@ -91,7 +91,7 @@ class LivenessWriter:
             self._wake.set()
 
     def _start(self) -> None:
-        # After a fork (gunicorn workers), the parent's thread does not exist in the child.
+        # After a fork (server workers), the parent's thread does not exist in the child.
         with self._lock:
             if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
                 return
@@ -225,7 +225,7 @@ writer = LivenessWriter()
 
 
 def flush() -> None:
-    """Write what this process collected (at exit: gunicorn's worker_exit hook, atexit)."""
+    """Write what this process collected (at exit)."""
     try:
         writer.stop()
     except Exception:

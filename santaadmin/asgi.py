@@ -1,4 +1,4 @@
-"""ASGI entry point. Production is documented with gunicorn (WSGI); see docs/architecture.md."""
+"""ASGI entry point. Production runs WSGI under granian (manage.py serve); see the README."""
 
 import os
 

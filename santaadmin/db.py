@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import weakref
+
 from django.conf import settings
 from django.db import connection
 
 TIMESTAMPTZ_OID = 1184
 # psycopg's default: a statement run this many times on a connection is prepared.
 PREPARE_THRESHOLD = 5
+# Raw connections already set up for preparing cursors (their tz loader checked).
+_ready: weakref.WeakSet = weakref.WeakSet()
 
 
 def prepared_cursor():
@@ -26,18 +30,30 @@ def prepared_cursor():
     if connection.vendor != "postgresql" or not settings.SYNC_PREPARED_STATEMENTS:
         return connection.cursor()
     import psycopg
-    from django.db.backends.postgresql.psycopg_any import register_tzloader
-    from psycopg.pq import Format
 
     connection.validate_thread_sharing()
     connection.ensure_connection()
-    raw = psycopg.Cursor(connection.connection)
-    # Django opens connections with prepare_threshold None (no preparation at all); only
-    # server-binding cursors such as this one prepare, so Django's own queries are unaffected.
-    connection.connection.prepare_threshold = PREPARE_THRESHOLD
-    tzloader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
-    if connection.timezone != tzloader.timezone:
-        register_tzloader(connection.timezone, raw)
+    raw_connection = connection.connection
+    raw = psycopg.Cursor(raw_connection)
+    if raw_connection not in _ready:
+        # Django opens connections with prepare_threshold None (no preparation at all); only
+        # server-binding cursors such as this one prepare, so Django's own queries are
+        # unaffected.
+        raw_connection.prepare_threshold = PREPARE_THRESHOLD
+        _check_timezone(raw_connection)
+        _ready.add(raw_connection)
     if connection.queries_logged:
         return connection.make_debug_cursor(raw)
     return connection.make_cursor(raw)
+
+
+def _check_timezone(raw_connection) -> None:
+    """Django sets the connection's time zone loader itself; a connection that disagrees
+    (Django registers one on each of its cursors then) is not one this helper can use."""
+    from psycopg.pq import Format
+
+    loader = raw_connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    if connection.timezone != loader.timezone:
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+        register_tzloader(connection.timezone, raw_connection)

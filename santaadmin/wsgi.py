@@ -1,4 +1,4 @@
-"""WSGI entry point (gunicorn santaadmin.wsgi)."""
+"""WSGI entry point (`manage.py serve` runs it with granian)."""
 
 import os
 

@@ -1,5 +1,7 @@
 """Stage 1, preflight: record the host's facts, answer with its configuration and sync type."""
 
+import functools
+
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import get_script_prefix, reverse
@@ -64,9 +66,14 @@ def default_event_detail_url(http: HttpRequest) -> str:
     """<CONSOLE_URL>/request/?sha=...; without CONSOLE_URL, the scheme and host (and script
     prefix) this agent reached the server at, which also serves the console."""
     prefix = get_script_prefix()
+    base = settings.CONSOLE_URL or f"{http.scheme}://{http.get_host()}{prefix}"
+    return _detail_url(base, prefix)
+
+
+@functools.lru_cache(maxsize=64)
+def _detail_url(base: str, prefix: str) -> str:
     page = reverse("events:request_public")[len(prefix) :]
-    base = (settings.CONSOLE_URL or http.build_absolute_uri(prefix)).rstrip("/")
-    return f"{base}/{page}{REQUEST_PAGE_QUERY}"
+    return f"{base.rstrip('/')}/{page}{REQUEST_PAGE_QUERY}"
 
 
 def response_for(
