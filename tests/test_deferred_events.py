@@ -219,3 +219,22 @@ def test_the_background_thread_drains_by_itself(make_agent, settings):
             time.sleep(0.05)
     finally:
         liveness.writer.stop()
+
+
+def test_a_database_failure_costs_no_attempt(agent, deferred, monkeypatch):
+    from django.db import OperationalError
+
+    import events.services as services
+
+    agent.sync()
+    _upload(agent, [_event(1)])
+
+    def locked(items):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "events_ingest_many", locked)
+    with pytest.raises(OperationalError):
+        events_drain()
+    monkeypatch.undo()
+    assert EventUpload.objects.get().attempts == 0
+    assert events_drain() == 1
