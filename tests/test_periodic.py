@@ -553,6 +553,8 @@ def test_beat_schedule_names_only_registered_tasks():
         "rules.check_drift",
         "rules.expire",
         "events.prune",
+        "reports.reconcile",
+        "reports.prune",
     }
     assert "hosts.fanout_run" in registered
 
