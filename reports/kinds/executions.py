@@ -223,12 +223,12 @@ def _grouped(queryset, keys: list[str], distinct: dict[str, str]):
 def _by_host(queryset) -> Iterator[list]:
     rows = _grouped(queryset, ["host_id"], {"binaries": "binary_id", "users": "executing_user"})
     for chunk in stream(rows):
-        hosts = dict(
-            (pk, (machine_id, hostname))
+        hosts = {
+            pk: (machine_id, hostname)
             for pk, machine_id, hostname in Host.objects.filter(
                 pk__in=[row[0] for row in chunk]
             ).values_list("pk", "machine_id", "hostname")
-        )
+        }
         for host_id, *rest in chunk:
             yield [*hosts.get(host_id, (f"#{host_id}", "")), *rest]
 
