@@ -60,7 +60,8 @@ def test_auditor_generates_a_report_in_the_background_and_downloads_it(
     assert report.parameters == {"since": "2026-01-01T00:00:00.000000Z", "outcome": "blocked"}
     status = page.locator(f"#report-status-{report.pk}")
     expect(status).to_contain_text("Queued")
-    expect(status.get_by_role("progressbar", name=f"Progress of report {report.pk}")).to_be_visible()
+    progress = status.get_by_role("progressbar", name=f"Progress of report {report.pk}")
+    expect(progress).to_be_visible()
 
     # The worker starts and has written two of five rows: the page follows.
     Report.objects.filter(pk=report.pk).update(
