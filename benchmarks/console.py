@@ -754,9 +754,14 @@ def load_audit(people: People) -> None:
     host = f"(1 + floor({uniform('m', 2)} * {HOSTS})::int)"
     rule = f"(1 + floor({uniform('m', 2)} * {RULES})::int)"
     span = f"interval '{DAYS} days'"
+    # The entries continue the hash chain's numbering after those written so far (the
+    # enrollment's); their hashes are stand-ins, the pages never verify the chain.
+    first = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
     insert_select(
         AuditEntry,
         {
+            "seq": f"{int(first)} + g",
+            "hash": "encode(sha256(('audit' || g)::bytea), 'hex')",
             "at": f"now() - {span} + g * ({span} / {AUDIT}) - interval '1 hour'",
             "actor_id": f"CASE WHEN action <> 'rule.expire' THEN ({ids})[{analyst}] END",
             "actor_name": (
@@ -789,6 +794,11 @@ def load_audit(people: People) -> None:
         f"(SELECT g, m, {' '.join(action)} AS action, {' '.join(kind)} AS object_type "
         f"FROM (SELECT g, md5('audit' || g) AS m FROM generate_series(1, {AUDIT}) g) x "
         "ORDER BY g) s",
+    )
+    # Later entries (the rules' creation) chain from the last one loaded.
+    execute(
+        "UPDATE audit_auditchain SET seq = e.seq, hash = e.hash FROM (SELECT seq, hash FROM "
+        "audit_auditentry ORDER BY seq DESC LIMIT 1) e WHERE audit_auditchain.id = 1"
     )
 
 

@@ -329,3 +329,51 @@ def configuration_for_host(host: Host, tag_ids=None) -> SyncConfiguration:
             host_mode_override=host.client_mode_override,
         )
     )
+
+
+@dataclass(frozen=True)
+class HostModes:
+    """What `configurations_for_hosts` needs of a host besides its tags."""
+
+    host_id: int
+    enrollment_mode: str
+    host_mode_override: str
+
+
+def configurations_for_hosts(
+    hosts: list[HostModes], tag_ids: dict[int, set[int]]
+) -> dict[int, SyncConfiguration]:
+    """`configuration_for_host` for many hosts at once (reports, lists): three queries for the
+    whole batch instead of two per host. `tag_ids` maps each host id to its current tags."""
+    host_ids = [host.host_id for host in hosts]
+    all_tags = set().union(*tag_ids.values()) if tag_ids else set()
+    linked: dict[int, set[int]] = {}
+    for host_id, profile_id in ConfigurationProfile.hosts.through.objects.filter(
+        host_id__in=host_ids
+    ).values_list("host_id", "configurationprofile_id"):
+        linked.setdefault(host_id, set()).add(profile_id)
+    tagged: dict[int, set[int]] = {}  # tag id -> profiles attached to it
+    for profile_id, tag_id in ConfigurationProfile.tags.through.objects.filter(
+        tag_id__in=all_tags
+    ).values_list("configurationprofile_id", "tag_id"):
+        tagged.setdefault(tag_id, set()).add(profile_id)
+    wanted = set().union(*linked.values(), *tagged.values())
+    profiles = {
+        p.id: p for p in ConfigurationProfile.objects.filter(Q(is_default=True) | Q(pk__in=wanted))
+    }
+    defaults = [p for p in profiles.values() if p.is_default]
+    result = {}
+    for host in hosts:
+        mine = linked.get(host.host_id, set())
+        applying = {p.id: p for p in defaults}
+        for tag in tag_ids.get(host.host_id, ()):
+            applying.update((pid, profiles[pid]) for pid in tagged.get(tag, ()))
+        applying.update((pid, profiles[pid]) for pid in mine)
+        result[host.host_id] = resolve_configuration(
+            configuration_layers(
+                order_profiles(applying.values(), mine),
+                enrollment_mode=host.enrollment_mode,
+                host_mode_override=host.host_mode_override,
+            )
+        )
+    return result

@@ -11,8 +11,8 @@ is refused with a message naming the item and the field: this server never guess
 CSV: a header row naming the columns (rule_type, identifier, policy required; custom_msg,
 custom_url, cel_expr, comment optional), one rule per row. A cell an export starts with a
 spreadsheet formula character (= + - @ tab CR) is written with a leading apostrophe, which an
-import removes again (see `_csv_escape`): opening an export in a spreadsheet runs nothing, and an
-export imports back unchanged.
+import removes again (see `santaadmin.spreadsheet`): opening an export in a spreadsheet runs
+nothing, and an export imports back unchanged.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from santaadmin.spreadsheet import csv_escape as _csv_escape
+from santaadmin.spreadsheet import csv_unescape as _csv_unescape
 
 from .errors import RulesError
 from .identifiers import normalize_identifier
@@ -291,20 +293,6 @@ def _type_name(value) -> str:
 
 
 # --- CSV ------------------------------------------------------------------------------------------
-
-_FORMULA = re.compile(r"'*[=+\-@\t\r]")
-_ESCAPED = re.compile(r"'+[=+\-@\t\r]")
-
-
-def _csv_escape(value: str) -> str:
-    """Neutralise a spreadsheet formula with a leading apostrophe; `_csv_unescape` inverts it
-    exactly (a value that already starts with apostrophes before such a character gets one
-    more, so a value never loses an apostrophe it had)."""
-    return f"'{value}" if _FORMULA.match(value) else value
-
-
-def _csv_unescape(value: str) -> str:
-    return value[1:] if _ESCAPED.match(value) else value
 
 
 def _parse_csv(text: str) -> ParsedFile:

@@ -4,7 +4,8 @@
 * **analyst** — reads everything; creates, changes and deletes rules and tag rules; edits
   hosts (tags, mode override, clean syncs). Cannot manage users, enrollments or configuration
   profiles.
-* **auditor** — reads (and exports) everything; changes nothing.
+* **auditor** — reads (and exports) everything; changes nothing. Generating a report
+  (`reports.add_report`) is an export, not a change: auditors and analysts hold it.
 
 Every API endpoint checks these permissions (santaadmin.permissions.RolePermission).
 """
@@ -14,7 +15,7 @@ from django.contrib.auth.management import create_permissions
 
 ADMIN, ANALYST, AUDITOR = "admin", "analyst", "auditor"
 ROLES = (ADMIN, ANALYST, AUDITOR)
-DOMAIN_APPS = ("hosts", "rules", "events", "audit")
+DOMAIN_APPS = ("hosts", "rules", "events", "audit", "reports")
 
 ANALYST_WRITES = {
     "rules": {"add_rule", "change_rule", "delete_rule"},
@@ -29,7 +30,10 @@ ANALYST_WRITES = {
         "delete_tagrule",
     },
 }
-ADMIN_APPS = ("hosts", "rules", "events", "audit", "auth", "authtoken")
+# What analysts and auditors may do beyond reading: generate reports (an export changes no
+# domain data, and each generation is recorded in the audit trail).
+READER_WRITES = {"reports": {"add_report"}}
+ADMIN_APPS = ("hosts", "rules", "events", "audit", "reports", "auth", "authtoken")
 
 
 def role_permissions(Permission) -> dict[str, set]:
@@ -44,6 +48,9 @@ def role_permissions(Permission) -> dict[str, set]:
             perms[AUDITOR].add(perm.pk)
         if perm.codename in ANALYST_WRITES.get(app, ()):
             perms[ANALYST].add(perm.pk)
+        if perm.codename in READER_WRITES.get(app, ()):
+            perms[ANALYST].add(perm.pk)
+            perms[AUDITOR].add(perm.pk)
     return perms
 
 

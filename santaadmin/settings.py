@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "events",
     "syncapi",
     "audit",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -227,6 +228,10 @@ SPECTACULAR_SETTINGS = {
         "PolicyInputEnum": "rules.models.Policy.values",
         "CleanSyncInputEnum": "hosts.models.CleanSync.values",
         "ClientModeInputEnum": "hosts.models.ClientMode.values",
+        "ReportKindEnum": "reports.models.ReportKind",
+        "ReportStateEnum": "reports.models.ReportState",
+        "FanOutStateEnum": "hosts.models.FanOutState",
+        "ReportFormatEnum": "reports.models.ReportFormat",
     },
 }
 
@@ -270,6 +275,9 @@ EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=180)
 SYNC_HISTORY_RETENTION_DAYS = env.int("SYNC_HISTORY_RETENTION_DAYS", default=14)
 # Hosts whose delivered rule counts the drift audit re-computes per run (every 10 minutes).
 DRIFT_CHECK_BATCH = env.int("DRIFT_CHECK_BATCH", default=200)
+# Generated reports (and their stored content) are deleted this many days after they were
+# requested; 0 keeps them forever.
+REPORT_RETENTION_DAYS = env.int("REPORT_RETENTION_DAYS", default=7)
 CELERY_BEAT_SCHEDULE = {
     "fanout-reconcile": {"task": "hosts.fanout_reconcile", "schedule": FANOUT_RECONCILE_INTERVAL},
     "hosts-mark-stale": {"task": "hosts.mark_stale", "schedule": 300.0},
@@ -279,6 +287,8 @@ CELERY_BEAT_SCHEDULE = {
     "events-prune": {"task": "events.prune", "schedule": 3600.0},
     # Uploads accepted by a web process that stopped before storing them.
     "events-drain": {"task": "events.drain", "schedule": 10.0},
+    "reports-reconcile": {"task": "reports.reconcile", "schedule": FANOUT_RECONCILE_INTERVAL},
+    "reports-prune": {"task": "reports.prune", "schedule": 3600.0},
 }
 
 # --- Santa sync ---------------------------------------------------------------------------------

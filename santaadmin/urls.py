@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from events.api.views import EventViewSet
 from hosts.api.views import FanOutViewSet, HostViewSet, ProfileViewSet, TagRuleViewSet
+from reports.api.views import ReportViewSet
 from rules.api.views import RuleViewSet
 
 from . import views
@@ -17,6 +18,7 @@ router.register("events", EventViewSet, basename="event")
 router.register("tag-rules", TagRuleViewSet, basename="tagrule")
 router.register("fanouts", FanOutViewSet, basename="fanout")
 router.register("profiles", ProfileViewSet, basename="configurationprofile")
+router.register("reports", ReportViewSet, basename="report")
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -26,6 +28,7 @@ urlpatterns = [
     path("", include("rules.urls")),
     path("", include("hosts.urls")),
     path("", include("audit.urls")),
+    path("", include("reports.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),

@@ -554,6 +554,8 @@ def test_beat_schedule_names_only_registered_tasks():
         "rules.expire",
         "events.prune",
         "events.drain",
+        "reports.reconcile",
+        "reports.prune",
     }
     assert "hosts.fanout_run" in registered
 

@@ -536,3 +536,37 @@ def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_a
     after = create_rule(analyst_api, identifier=SHA_B, machine_ids=[syncing.machine_id])
     wait_done(analyst_api, after["fanout"]["id"])
     assert re.search(r"Task hosts\.fanout_run\[[^\]]+\] received", worker.log_since_mark())
+
+
+def test_a_report_written_by_the_worker_is_served_by_another_process(
+    worker, auditor_api, make_agent
+):
+    """The worker writes a background report's content into PostgreSQL; this process, another
+    node, serves it: nothing is shared but the database."""
+    agent = make_agent()
+    agent.sync()
+    agent.upload_events(
+        [
+            {"file_sha256": SHA_A, "decision": "BLOCK_BINARY", "execution_time": at, "pid": n}
+            for n, at in enumerate(range(1767225600, 1767225610))
+        ]
+    )
+    response = auditor_api.post(
+        "/api/v1/reports/", {"kind": "executions", "format": "csv"}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    report_id = response.json()["id"]
+
+    def done():
+        body = auditor_api.get(f"/api/v1/reports/{report_id}/").json()
+        assert body["state"] != "failed", body
+        return body if body["state"] == "done" else None
+
+    report = wait_for(done, f"report {report_id} to be done", timeout=45)
+    assert report["rows_written"] == 10
+    assert re.search(r"Task reports\.generate\[[^\]]+\] received", worker.log_since_mark())
+    download = auditor_api.get(report["download_url"])
+    content = b"".join(download.streaming_content)
+    direct = auditor_api.get("/api/v1/reports/executions/export/", {"format": "csv"})
+    assert content == b"".join(direct.streaming_content)
+    assert len(content.splitlines()) == 11

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("events", "0005_event_binary_executions_index"),
+        ("events", "0006_event_reported_time_index"),
         ("hosts", "0005_settings_version"),
     ]
 
