@@ -716,6 +716,34 @@ def wait_drained(timeout: float = 600) -> float:
     return time.monotonic() - start
 
 
+def stored_flags(bodies: list[tuple[str, bytes]]) -> list[bool]:
+    """For each upload body, whether its batch is stored (a batch is stored whole, so its
+    first event tells), by the server's own dedupe key."""
+    from events.models import Event
+    from events.services import _dedupe_key
+
+    keys = []
+    for _path, body in bodies:
+        document = json.loads(zlib.decompress(body))
+        event = document["events"][0]
+        keys.append(
+            _dedupe_key(
+                document["machine_id"],
+                event["file_sha256"],
+                event["execution_time"],
+                event["decision"],
+                event["pid"],
+            )
+        )
+    stored = set()
+    for start in range(0, len(keys), 5000):
+        chunk = keys[start : start + 5000]
+        stored |= set(
+            Event.objects.filter(dedupe_key__in=chunk).values_list("dedupe_key", flat=True)
+        )
+    return [key in stored for key in keys]
+
+
 def section_ingest(server, secret, machines, duration, work) -> dict:
     from events.models import Event, EventUpload
 
@@ -735,10 +763,9 @@ def section_ingest(server, secret, machines, duration, work) -> dict:
     drained_after = wait_drained()
     stored_in = time.monotonic() - started
     stored = Event.objects.count() - before
-    sent = min(first.requests, len(bodies))
-    # Replay batches certainly stored: each wrk thread takes every other body, and at most its
-    # 8 connections' last requests were still in flight when the run ended.
-    replay_bodies = bodies[: max(2, min(len(bodies), 2 * (first.fewest_sent - 8)))]
+    flags = stored_flags(bodies)
+    replay_bodies = [body for body, was_stored in zip(bodies, flags, strict=True) if was_stored]
+    sent = len(replay_bodies)  # batches stored: every accepted batch, once
     middle = Event.objects.count()
     replay = run_wrk(server, secret, "eventupload", replay_bodies, min(duration, 10), work)
     wait_drained()
