@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-integration check lint format migrations-check worker beat clean screenshots
+.PHONY: install run test test-integration check lint format migrations-check worker beat clean screenshots bench
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -34,6 +34,17 @@ test-integration: install
 ## Refresh docs/screenshots/ (the README's images) from the browser tests.
 screenshots: install
 	SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_screenshots.py
+
+## The benchmarks; each rewrites its section of docs/benchmarks.md. The sync benchmark runs on
+## PostgreSQL when DATABASE_URL is set (a *_bench database, emptied), else on SQLite; the
+## fan-out, console and report benchmarks need PostgreSQL (their own *_bench databases by
+## default). About an hour in all; needs Debian's wrk (apt-get install -y wrk).
+bench: install
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python benchmarks/sync.py --write
+	$(BIN)/python benchmarks/fanout.py --write
+	$(BIN)/python benchmarks/console.py --write
+	$(BIN)/python benchmarks/reports.py --write
 
 lint: install
 	$(BIN)/ruff check .
