@@ -1,12 +1,15 @@
 """The three roles, as Django groups with model permissions.
 
-* **admin** — everything, including users, roles, enrollments and configuration.
+* **admin** — everything, including users, roles, enrollments, configuration and everyone's
+  API tokens.
 * **analyst** — reads everything; creates, changes and deletes rules and tag rules; edits
   hosts (tags, mode override, clean syncs). Cannot manage users, enrollments or configuration
   profiles.
 * **auditor** — reads (and exports) everything; changes nothing.
 
-Every API endpoint checks these permissions (santaadmin.permissions.RolePermission).
+Every API endpoint checks these permissions (santaadmin.permissions.RolePermission). Anyone
+with a role manages their own API tokens (accounts); a token's scopes narrow its user's role,
+never widen it.
 """
 
 from django.apps import apps as global_apps
@@ -29,7 +32,18 @@ ANALYST_WRITES = {
         "delete_tagrule",
     },
 }
-ADMIN_APPS = ("hosts", "rules", "events", "audit", "auth", "authtoken")
+ADMIN_APPS = ("hosts", "rules", "events", "audit", "auth", "accounts")
+
+
+def has_any_role(user) -> bool:
+    """Whether an active user holds a role: may read something of the domain apps (any
+    `view_` permission there). Checks permissions, never group names."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return any(
+        perm.split(".", 1)[0] in DOMAIN_APPS and perm.split(".", 1)[1].startswith("view_")
+        for perm in user.get_all_permissions()
+    )
 
 
 def role_permissions(Permission) -> dict[str, set]:
