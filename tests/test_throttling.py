@@ -3,12 +3,18 @@ authenticated; 429 in the API's error shape with Retry-After. Each test gets an 
 (conftest.fresh_cache) and sets a low rate; the default rates never trip the suite."""
 
 import logging
+import os
+import uuid
 
 import pytest
+from asgiref.local import Local
+from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, User
+from django.core.cache import caches, close_caches
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from accounts.models import ApiToken
 from accounts.services import api_token_create
 from santaadmin.roles import ANALYST
 from tests.api import assert_error
@@ -131,3 +137,28 @@ def test_the_schema_and_docs_are_limited_too(db, url):
     api = client_with(key)
     assert api.get(url).status_code == 200
     assert api.get(url).status_code == 429
+
+
+@pytest.mark.integration
+def test_counters_in_redis_are_shared_by_every_process(db):
+    """With Redis (production), a fresh connection — as in another web process — sees the
+    counts made before it. The keys get a prefix of their own and expire with the window, so
+    the broker's database they may share is left as it was."""
+    url = django_settings.CACHE_URL or django_settings.CELERY_BROKER_URL
+    if not url.startswith("redis"):
+        if os.environ.get("SANTAADMIN_REQUIRE_SERVICES") == "1":
+            pytest.fail("Redis (CACHE_URL or CELERY_BROKER_URL) is required but not configured")
+        pytest.skip("Redis not configured: embedded run (CI=true .ci/run uses the real one)")
+    redis_cache = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+    }
+    _, key = api_token_create(user=user(), name="shared", scopes=["read"])
+    with override_settings(CACHES={"default": redis_cache}, API_THROTTLE_RATE="2/min"):
+        assert client_with(key).get(RULES).status_code == 200
+        assert client_with(key).get(RULES).status_code == 200
+        close_caches()
+        caches._connections = Local()  # the next request opens a new client, like a process
+        assert_throttled(client_with(key).get(RULES))
+        assert caches["default"].get(f"throttle_api_token:{ApiToken.objects.get().pk}")
