@@ -5,9 +5,11 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
+from django.core.cache import caches
+from django.test import override_settings
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_create
 from hosts.services import enrollment_create
 from santaadmin.roles import ADMIN, ANALYST, AUDITOR
 from tests.agent import SimulatedAgent, django_transport
@@ -41,6 +43,19 @@ def liveness_in_request(settings):
     from hosts import liveness
 
     liveness.writer.stop()  # a test that turned the background thread on ends it
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test starts with an empty cache of its own (local memory, whatever the
+    environment says), so the API's rate-limit counters never carry from one test to the
+    next: the default rates are never reached by one test, and the throttling tests set low
+    ones. Never the Redis of CACHE_URL, which another process may share."""
+    with override_settings(
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    ):
+        caches["default"].clear()
+        yield
 
 
 @pytest.fixture
@@ -92,10 +107,12 @@ def _user_with_role(role: str | None, username: str) -> User:
 
 
 def _api_client(user: User) -> APIClient:
+    """An API client authenticated with a new `write` token of `user` (all its role allows)."""
     api = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    token, key = api_token_create(user=user, name="tests", scopes=["write"])
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     api.user = user
+    api.token = token
     return api
 
 

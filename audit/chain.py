@@ -7,6 +7,10 @@ as ISO 8601 in UTC. `AuditChain` (one row) holds the last seq and hash: writers 
 length of their transaction, so two writers cannot fork the chain, and `audit verify` compares
 it with the last entry to notice a truncated tail.
 
+Optional fields (`actor_token`, added later) are in the canonical document only when they are
+not empty, so entries written before they existed keep their hashes and verify unchanged,
+while a value set on such an entry afterwards (or changed on a new one) breaks the chain.
+
 The actor's user id is not hashed: the foreign key is set to NULL when an account is deleted
 (the entry keeps the actor's name, which is hashed), and that must not break the chain.
 """
@@ -32,6 +36,8 @@ HASHED_FIELDS = (
     "justification",
     "source_ip",
 )
+# Hashed only when not empty (see above).
+OPTIONAL_FIELDS = ("actor_token",)
 
 
 def normalize_ip(value):
@@ -54,9 +60,16 @@ def _time(value: datetime.datetime) -> str:
 
 
 def canonical(seq: int, fields) -> bytes:
-    """`fields`: a mapping or an object with the HASHED_FIELDS as keys or attributes."""
-    get = fields.get if isinstance(fields, dict) else lambda name: getattr(fields, name)
-    document = {name: get(name) for name in HASHED_FIELDS}
+    """`fields`: a mapping or an object with the HASHED_FIELDS (and, where set, the
+    OPTIONAL_FIELDS) as keys or attributes."""
+    if isinstance(fields, dict):
+        document = {name: fields.get(name) for name in HASHED_FIELDS}
+        optional = {name: fields.get(name) for name in OPTIONAL_FIELDS}
+    else:
+        document = {name: getattr(fields, name) for name in HASHED_FIELDS}
+        # Historical models (the chain backfill migration) lack the later fields.
+        optional = {name: getattr(fields, name, "") for name in OPTIONAL_FIELDS}
+    document.update({name: value for name, value in optional.items() if value})
     document["seq"] = seq
     document["at"] = _time(document["at"])
     document["source_ip"] = normalize_ip(document["source_ip"])
@@ -75,6 +88,10 @@ def _normalize(entry) -> None:
     for name in TEXT_FIELDS:
         value = getattr(entry, name)
         setattr(entry, name, "" if value is None else str(value))
+    for name in OPTIONAL_FIELDS:
+        if hasattr(entry, name):
+            value = getattr(entry, name)
+            setattr(entry, name, "" if value is None else str(value))
     for name in ("before", "after"):
         value = getattr(entry, name)
         if value is not None:

@@ -1,5 +1,5 @@
 """Filters of the audit log page. Every one but the text search is an equality or a range on
-an indexed column (action, actor_name, (object_type, object_id), at)."""
+an indexed column (action, actor_name, actor_token, (object_type, object_id), at)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ class AuditEntryFilterSet(django_filters.FilterSet):
         label="Who",
         method="filter_exact",
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "user name or system"}),
+    )
+    token = django_filters.CharFilter(
+        field_name="actor_token",
+        label="API token",
+        method="filter_exact",
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": "prefix, e.g. sat_1a2b3c4d"}
+        ),
     )
     action = django_filters.CharFilter(
         label="Action",

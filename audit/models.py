@@ -62,6 +62,9 @@ class AuditEntry(models.Model):
     # Kept as text so the entry still names its actor after the account is deleted;
     # "system" for periodic work, "requester:<user>@<machine>" for approval requests.
     actor_name = models.CharField(max_length=150)
+    # The prefix of the API token the actor used (accounts.ApiToken.prefix); blank for a
+    # browser session, a command or periodic work.
+    actor_token = models.CharField(max_length=16, blank=True, default="", db_default="")
     action = models.CharField(max_length=64)
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=128, blank=True)
@@ -85,6 +88,12 @@ class AuditEntry(models.Model):
             models.Index(fields=["actor_name", "id"], name="audit_actor"),
             models.Index(fields=["action", "id"], name="audit_action"),
             models.Index(fields=["at"], name="audit_at"),
+            # "What did this token do?" after a key leaked; most entries have none.
+            models.Index(
+                fields=["actor_token", "id"],
+                name="audit_actor_token",
+                condition=~models.Q(actor_token=""),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -34,6 +34,15 @@ def _actor_of(request):
     return None
 
 
+def _token_of(request, actor) -> str:
+    """The prefix of the API token the request was authenticated with (set on the Django
+    request by accounts.authentication), when the entry's actor is that token's user."""
+    token = getattr(request, "api_token", None) if request is not None else None
+    if token is None or actor is None or token.user_id != actor.pk:
+        return ""
+    return token.prefix
+
+
 def audit_record_many(
     *,
     action: str,
@@ -46,7 +55,8 @@ def audit_record_many(
 ) -> list[AuditEntry]:
     """One entry per object of a change (`objects`: (id, repr, before, after) tuples), in a
     single INSERT, inside the transaction of the change. The actor defaults to the signed-in
-    user of the current request (or of `request`, when given), else "system". The model
+    user of the current request (or of `request`, when given), else "system"; when that
+    request came with an API token of the actor, the entries name its prefix. The model
     chains the entries (audit.chain) under a lock on the chain's head."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit entries are written inside the transaction of the change")
@@ -56,6 +66,7 @@ def audit_record_many(
     actor = actor or _actor_of(request)
     name = actor_name or (actor.get_username() if actor is not None else SYSTEM)
     address = (request.META.get("REMOTE_ADDR") or None) if request is not None else None
+    token = _token_of(request, actor)
     now = timezone.now()
     return AuditEntry.objects.bulk_create(
         [
@@ -63,6 +74,7 @@ def audit_record_many(
                 at=now,
                 actor=actor,
                 actor_name=name[:150],
+                actor_token=token,
                 action=action,
                 object_type=object_type,
                 object_id=str(object_id)[:128],

@@ -30,3 +30,18 @@ def production_tasks(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(Tags.caches, deploy=True)
+def production_cache(app_configs, **kwargs):
+    backend = settings.CACHES["default"]["BACKEND"]
+    if not settings.EMBEDDED and backend.endswith("LocMemCache"):
+        return [
+            Warning(
+                "The cache is local memory: each web process keeps its own API rate-limit "
+                "counters, so the limits are multiplied by the number of processes.",
+                hint="Set CACHE_URL=redis://host:6379/1 (a database apart from the broker's).",
+                id="santaadmin.W003",
+            )
+        ]
+    return []

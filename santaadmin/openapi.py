@@ -1,28 +1,40 @@
 """The OpenAPI schema (/api/schema/) and its Swagger UI (/api/docs/), by drf-spectacular.
 
 Both are for any signed-in user or token holder with a role (any `view_` permission on the
-domain apps); anonymous requests get the API's usual 401/403 JSON.
+domain apps). Anonymous requests for the schema get the API's usual 401 JSON; an anonymous
+browser opening the docs is sent to the sign-in page (santaadmin.views.SwaggerDocsView).
 """
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import BasePermission
 
-from .roles import DOMAIN_APPS
+from .roles import has_any_role
 
 
 class AnyRolePermission(BasePermission):
     """An authenticated user allowed to read something of the API (any role)."""
 
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated and user.is_active):
-            return False
-        return any(
-            perm.split(".", 1)[0] in DOMAIN_APPS and perm.split(".", 1)[1].startswith("view_")
-            for perm in user.get_all_permissions()
-        )
+        return has_any_role(request.user)
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """accounts.ApiToken keys in the schema's security schemes."""
+
+    target_class = "accounts.authentication.ApiTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <key>` (or `Bearer <key>`): an API token from "
+            "/account/tokens/ or `manage.py apitoken create`.",
+        }
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -46,6 +58,7 @@ _ERRORS = {
     "403": "Not allowed for this role.",
     "404": "Not found.",
     "409": "Conflicts with the current state (e.g. a duplicate).",
+    "429": "Too many requests: see the Retry-After header (seconds).",
 }
 
 
@@ -55,7 +68,7 @@ class ErrorAutoSchema(AutoSchema):
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         method = self.method.upper()
-        codes = ["401", "403"]
+        codes = ["401", "403", "429"]
         if method in ("POST", "PUT", "PATCH"):
             codes += ["400", "409"]
         if self._is_detail_view() or method in ("PATCH", "DELETE"):

@@ -1,12 +1,17 @@
-"""API permissions: every request needs the model permission its method implies.
+"""API permissions: every request needs the model permission its method implies, and, when
+it comes with an API token, the token's scope too.
 
 GET/HEAD need `view_<model>` (DRF's stock class lets any authenticated user read), POST
 `add_`, PUT/PATCH `change_`, DELETE `delete_`. Roles grant these (santaadmin/roles.py).
+A token (accounts.ApiToken) narrows that further: safe methods need its area's read scope,
+others its write scope (accounts.scopes); a browser session has no scope limit.
 A signed-in user refused here is recorded in the audit trail (auth.permission_denied).
 """
 
-from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions
 
+from accounts.models import ApiToken
+from accounts.scopes import area_of, required_scope
 from audit.signals import record_permission_denied
 
 
@@ -23,9 +28,26 @@ class RolePermission(DjangoModelPermissions):
 
     def has_permission(self, request, view):
         allowed = super().has_permission(request, view)
-        if not allowed and request.user and request.user.is_authenticated:
-            queryset = self._queryset(view)
-            record_permission_denied(
-                request, self.get_required_permissions(request.method, queryset.model)
-            )
-        return allowed
+        if not allowed:
+            if request.user and request.user.is_authenticated:
+                queryset = self._queryset(view)
+                record_permission_denied(
+                    request, self.get_required_permissions(request.method, queryset.model)
+                )
+            return False
+        token = request.auth if isinstance(request.auth, ApiToken) else None
+        if token is None:
+            return True
+        area = area_of(view, self._queryset(view).model)
+        write = request.method not in SAFE_METHODS
+        if token.allows(area, write=write):
+            return True
+        needed = required_scope(area, write=write)
+        # Read by DRF's check_permissions for the 403 body.
+        self.message = (
+            f"This API token lacks the scope {needed!r} for {request.method} on this "
+            f"endpoint; its scopes: {', '.join(token.scopes) or 'none'}."
+        )
+        self.code = "insufficient_scope"
+        record_permission_denied(request, (), scope=needed)
+        return False

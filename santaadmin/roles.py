@@ -1,13 +1,16 @@
 """The three roles, as Django groups with model permissions.
 
-* **admin** — everything, including users, roles, enrollments and configuration.
+* **admin** — everything, including users, roles, enrollments, configuration and everyone's
+  API tokens.
 * **analyst** — reads everything; creates, changes and deletes rules and tag rules; edits
   hosts (tags, mode override, clean syncs). Cannot manage users, enrollments or configuration
   profiles.
 * **auditor** — reads (and exports) everything; changes nothing. Generating a report
   (`reports.add_report`) is an export, not a change: auditors and analysts hold it.
 
-Every API endpoint checks these permissions (santaadmin.permissions.RolePermission).
+Every API endpoint checks these permissions (santaadmin.permissions.RolePermission). Anyone
+with a role manages their own API tokens (accounts); a token's scopes narrow its user's role,
+never widen it.
 """
 
 from django.apps import apps as global_apps
@@ -33,7 +36,18 @@ ANALYST_WRITES = {
 # What analysts and auditors may do beyond reading: generate reports (an export changes no
 # domain data, and each generation is recorded in the audit trail).
 READER_WRITES = {"reports": {"add_report"}}
-ADMIN_APPS = ("hosts", "rules", "events", "audit", "reports", "auth", "authtoken")
+ADMIN_APPS = ("hosts", "rules", "events", "audit", "reports", "auth", "accounts")
+
+
+def has_any_role(user) -> bool:
+    """Whether an active user holds a role: may read something of the domain apps (any
+    `view_` permission there). Checks permissions, never group names."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    return any(
+        perm.split(".", 1)[0] in DOMAIN_APPS and perm.split(".", 1)[1].startswith("view_")
+        for perm in user.get_all_permissions()
+    )
 
 
 def role_permissions(Permission) -> dict[str, set]:

@@ -56,7 +56,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -66,6 +65,7 @@ INSTALLED_APPS = [
     "syncapi",
     "audit",
     "reports",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -182,14 +182,57 @@ CONSOLE_URL = env.str("CONSOLE_URL", default="").rstrip("/")
 if CONSOLE_URL and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", CONSOLE_URL):
     raise ImproperlyConfigured("CONSOLE_URL must be an http:// or https:// URL without a query.")
 
+# --- Cache --------------------------------------------------------------------------------------
+# Holds the API's rate-limit counters, which every web process must share: Redis in production
+# (CACHE_URL, else REDIS_URL; give it its own database number, apart from the Celery broker's),
+# local memory otherwise (one process; `check --deploy` warns in production).
+CACHE_URL = env.str("CACHE_URL", default="") or env.str("REDIS_URL", default="")
+if CACHE_URL:
+    if not re.match(r"(redis|rediss|unix)://", CACHE_URL):
+        raise ImproperlyConfigured("CACHE_URL must be a redis://, rediss:// or unix:// URL.")
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "santaadmin",
+            # A request never waits long on a cache that is down (the throttles then let
+            # requests through, accounts.throttling).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- REST API -----------------------------------------------------------------------------------
 API_MAX_PAGE_SIZE = 1000
+
+
+def _rate(name: str, value: str) -> str:
+    """A DRF throttle rate, checked at start-up rather than at the first API request."""
+    value = value.strip()
+    if value and not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must look like 1200/min (number/s|min|hour|day).")
+    return value
+
+
+# Requests per token (or per signed-in user's session), and per address for requests without
+# valid credentials: "<number>/<second|minute|hour|day>" ("1200/min"); empty disables.
+API_THROTTLE_RATE = _rate("API_THROTTLE_RATE", env.str("API_THROTTLE_RATE", default="1200/min"))
+API_THROTTLE_ANON_RATE = _rate(
+    "API_THROTTLE_ANON_RATE", env.str("API_THROTTLE_ANON_RATE", default="60/min")
+)
 REST_FRAMEWORK = {
+    # Order matters: a token, else a session; the last counts requests nobody authenticated.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        "accounts.throttling.AnonymousRateLimit",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["santaadmin.permissions.RolePermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiRateThrottle"],
+    # Proxies in front whose X-Forwarded-For entry names an anonymous client's address; 0
+    # (the default) trusts no header and counts by the connection's address.
+    "NUM_PROXIES": env.int("API_THROTTLE_NUM_PROXIES", default=0),
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "santaadmin.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
@@ -206,12 +249,19 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "DESCRIPTION": (
         "Rules, hosts, events, tag rules, fan-outs and configuration profiles of a Santa sync "
-        "server. Authenticate with `Authorization: Token <key>` or a signed-in session. Errors "
+        "server. Authenticate with `Authorization: Token <key>` (an API token, whose scopes "
+        "narrow its user's role: `read`, `write`, `<area>:read`, `<area>:write`) or a "
+        "signed-in session. Requests are rate-limited (429 with Retry-After). Errors "
         'are JSON: `{"error": code, "detail": text, "fields": {...}, "index": n}`.'
     ),
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["santaadmin.openapi.AnyRolePermission"],
     "SCHEMA_PATH_PREFIX": r"/api/v1/",
+    # The ways to sign in; accounts.throttling.AnonymousRateLimit only counts the others.
+    "AUTHENTICATION_WHITELIST": [
+        "accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

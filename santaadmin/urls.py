@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from events.api.views import EventViewSet
@@ -29,13 +29,15 @@ urlpatterns = [
     path("", include("hosts.urls")),
     path("", include("audit.urls")),
     path("", include("reports.urls")),
+    path("", include("accounts.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     # OpenAPI 3 (YAML, or JSON with ?format=json) and Swagger UI. The split view serves its
     # init script from the same URL with ?script (no inline script), assets from the sidecar.
+    # Anonymous browsers are sent to sign in.
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", views.SwaggerDocsView.as_view(url_name="schema"), name="api-docs"),
     # Answered by syncapi.middleware.SyncMiddleware; listed here for reverse().
     path("sync/", include("syncapi.urls")),
 ]

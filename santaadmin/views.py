@@ -1,12 +1,15 @@
 import datetime
 
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.db import DatabaseError, connection
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from drf_spectacular.views import SpectacularSwaggerSplitView
+from rest_framework import exceptions
 
 from events.models import ApprovalRequest, ApprovalState, Binary, EventDay
 from hosts.models import Host
@@ -154,3 +157,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"error": "server_error", "detail": "Internal error."}, status=500)
     return render(request, "500.html", status=500)
+
+
+class SwaggerDocsView(SpectacularSwaggerSplitView):
+    """The API docs (Swagger UI); a visitor who is not signed in goes to the sign-in page
+    and comes back after signing in (?next=)."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, exceptions.NotAuthenticated):
+            return redirect_to_login(self.request.get_full_path())
+        return super().handle_exception(exc)

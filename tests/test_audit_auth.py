@@ -1,13 +1,17 @@
 """Sign-ins, failed sign-ins, permission denials, and changes to users and their roles are in
-the audit trail too."""
+the audit trail too; changes to users and roles also when made outside a request."""
 
 import json
+import sys
+from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.management import call_command
 from django.test import Client, RequestFactory
 
 from audit.context import AuditContextMiddleware
+from audit.management.commands.audit import verify
 from audit.models import AuditEntry
 from santaadmin.roles import ANALYST, AUDITOR
 
@@ -15,8 +19,13 @@ PASSWORD = "correct-horse-battery-9f3a"
 WRONG = "wrong-password-7d1c"
 
 
-def entries(action):
-    return list(AuditEntry.objects.filter(action=action).order_by("id"))
+def entries(action, about=None):
+    """Entries of `action`, oldest first; `about`: only those about that user (fixtures'
+    users are recorded too)."""
+    found = AuditEntry.objects.filter(action=action).order_by("id")
+    if about is not None:
+        found = found.filter(object_type="user", object_id=str(about.pk))
+    return list(found)
 
 
 def everything_recorded() -> str:
@@ -111,7 +120,7 @@ def test_user_changes_made_in_a_request_are_recorded(admin_user):
 
     in_request(create, admin_user)
     user = created["user"]
-    [create_entry] = entries("user.create")
+    [create_entry] = entries("user.create", about=user)
     assert (create_entry.actor, create_entry.object_id) == (admin_user, str(user.pk))
     assert create_entry.before is None
     assert create_entry.after == {
@@ -128,7 +137,7 @@ def test_user_changes_made_in_a_request_are_recorded(admin_user):
         user.save()  # nothing changed: no second entry
 
     in_request(promote, admin_user)
-    [update] = entries("user.update")
+    [update] = entries("user.update", about=user)
     assert (update.before["is_staff"], update.after["is_staff"]) == (False, True)
     assert update.object_repr == "new-analyst"
 
@@ -145,7 +154,7 @@ def test_user_changes_made_in_a_request_are_recorded(admin_user):
     in_request(add_role, admin_user)
     in_request(change_roles, admin_user)
     in_request(clear_roles, admin_user)
-    added, removed, joined, cleared = entries("user.groups")
+    added, removed, joined, cleared = entries("user.groups", about=user)
     assert (added.before, added.after) == ({"groups": []}, {"groups": [ANALYST]})
     assert (removed.before, removed.after) == ({"groups": [ANALYST]}, {"groups": []})
     assert (joined.before, joined.after) == ({"groups": []}, {"groups": [AUDITOR]})
@@ -166,12 +175,81 @@ def test_adding_a_user_in_the_admin_is_recorded(admin_client):
         },
     )
     assert response.status_code == 302, response.content[:2000]
-    [entry] = entries("user.create")
+    [entry] = entries("user.create", about=User.objects.get(username="via-admin"))
     assert entry.object_repr == "via-admin" and entry.actor_name == "admin"
     assert PASSWORD not in everything_recorded()
 
 
-def test_changes_outside_a_request_are_not_recorded(db):
+def user_history(username):
+    pk = User.objects.filter(username=username).values_list("pk", flat=True).first()
+    return [
+        (e.action, e.actor_name, e.actor_id)
+        for e in AuditEntry.objects.filter(object_type="user", object_id=str(pk)).order_by("id")
+    ]
+
+
+def test_changes_outside_a_request_are_recorded_as_system(db):
     user = User.objects.create_user("scripted")
+    pk = user.pk
+    user.is_staff = True
+    user.save()
     user.groups.add(Group.objects.get(name=ANALYST))
-    assert not AuditEntry.objects.exists()
+    Group.objects.get(name=AUDITOR).user_set.add(user)
+    history = user_history("scripted")
+    user.delete()
+    deleted = AuditEntry.objects.get(action="user.delete", object_id=str(pk))
+    assert history == [
+        ("user.create", "system", None),
+        ("user.update", "system", None),
+        ("user.groups", "system", None),
+        ("user.groups", "system", None),
+    ]
+    assert (deleted.actor_name, deleted.object_repr) == ("system", "scripted")
+    assert deleted.before["is_staff"] is True
+    [update] = entries("user.update")
+    assert (update.before["is_staff"], update.after["is_staff"]) == (False, True)
+    assert [e.after for e in entries("user.groups")] == [
+        {"groups": [ANALYST]},
+        {"groups": [ANALYST, AUDITOR]},
+    ]
+    assert verify() == AuditEntry.objects.count()  # the chain holds every one of them
+
+
+def test_createsuperuser_is_recorded_with_the_command_name(db, monkeypatch):
+    # What `python manage.py createsuperuser` leaves in sys.argv.
+    monkeypatch.setattr(sys, "argv", ["/srv/santaadmin/manage.py", "createsuperuser"])
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", PASSWORD)
+    call_command(
+        "createsuperuser", "--noinput", username="root", email="root@example.com", stdout=StringIO()
+    )
+    assert user_history("root") == [("user.create", "command:createsuperuser", None)]
+    [entry] = entries("user.create")
+    assert entry.after == {
+        "username": "root",
+        "is_active": True,
+        "is_staff": True,
+        "is_superuser": True,
+    }
+    assert PASSWORD not in everything_recorded()
+
+
+@pytest.mark.parametrize(
+    ("argv", "actor"),
+    [
+        (["manage.py", "shell", "-c", "..."], "command:shell"),
+        (["/usr/bin/django-admin", "shell"], "command:shell"),
+        (["/srv/venv/bin/celery", "-A", "santaadmin", "worker"], "system"),
+        (["manage.py", "--help"], "system"),
+        (["python"], "system"),
+    ],
+)
+def test_the_actor_outside_a_request_names_the_command(db, monkeypatch, argv, actor):
+    monkeypatch.setattr(sys, "argv", argv)
+    User.objects.create_user("from-a-process")
+    assert user_history("from-a-process") == [("user.create", actor, None)]
+
+
+def test_in_a_request_the_actor_is_the_signed_in_user_even_in_a_command(admin_user, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["manage.py", "runserver"])
+    in_request(lambda: User.objects.create_user("via-runserver"), admin_user)
+    assert user_history("via-runserver") == [("user.create", "admin", admin_user.pk)]

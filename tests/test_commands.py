@@ -1,15 +1,12 @@
-"""Management commands: enrollment, host, and DRF's drf_create_token."""
+"""Management commands: enrollment and host (apitoken: tests/test_api_tokens.py)."""
 
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
-from rest_framework.test import APIClient
 
 from hosts.models import Enrollment, Host
 from rules.services import RuleInput, rule_create
-from santaadmin.roles import ANALYST
 from tests.agent import SyncFailed
 
 SHA_A = "a" * 64
@@ -242,36 +239,3 @@ def test_host_show_and_list(synced, make_agent):
 def test_host_unknown_machine_or_bad_arguments(db, args):
     with pytest.raises(CommandError):
         run(*args)
-
-
-# --- drf_create_token -----------------------------------------------------------------------------
-
-
-def test_drf_create_token_authenticates_api_calls(db):
-    user = User.objects.create_user("carol", password="not-used-in-tests-77x")
-    user.groups.add(Group.objects.get(name=ANALYST))
-    lines = run("drf_create_token", "carol")
-    key = lines[-1].split()[2]
-    assert len(key) == 40
-
-    api = APIClient()
-    assert api.get("/api/v1/rules/").status_code == 401
-    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    assert api.get("/api/v1/rules/").status_code == 200
-    response = api.post(
-        "/api/v1/rules/",
-        {"rule_type": "BINARY", "identifier": SHA_A, "policy": "BLOCKLIST"},
-        format="json",
-    )
-    assert response.status_code == 201
-    assert response.json()["created_by"] == "carol"
-
-    # Regenerating replaces the key: the old one stops working.
-    new_key = run("drf_create_token", "-r", "carol")[-1].split()[2]
-    assert new_key != key
-    assert api.get("/api/v1/rules/").status_code == 401
-
-
-def test_drf_create_token_for_unknown_user_fails(db):
-    with pytest.raises(CommandError):
-        run("drf_create_token", "nobody-here")

@@ -1,11 +1,14 @@
 """The OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/): valid, complete, offline."""
 
 import re
+from urllib.parse import quote
 
 import pytest
+from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from santaadmin.roles import AUDITOR
 from santaadmin.urls import router
 from tests.api import assert_error
 
@@ -86,11 +89,28 @@ def test_anonymous_is_refused_the_schema_with_the_api_error_body(db):
 
 
 @pytest.mark.parametrize("query", ["", "?script="])
-def test_anonymous_is_refused_the_docs(db, query):
-    # The docs view renders HTML only: a bare 401 page, not the API's JSON body.
-    response = APIClient().get(DOCS + query)
-    assert response.status_code == 401
+def test_anonymous_browser_is_sent_to_sign_in_for_the_docs(db, client, query):
+    response = client.get(DOCS + query)
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=" + quote(DOCS + query)
     assert b"swagger" not in response.content.lower()
+
+
+def test_signing_in_leads_back_to_the_docs(db, client):
+    User.objects.create_user("reader", password="docs-reader-password-4e1")
+    User.objects.get(username="reader").groups.add(Group.objects.get(name=AUDITOR))
+    login = client.get(DOCS)["Location"]
+    response = client.post(
+        login, {"username": "reader", "password": "docs-reader-password-4e1"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == DOCS
+    assert response.status_code == 200 and b"swagger" in response.content.lower()
+
+
+def test_a_bad_token_on_the_docs_is_still_401(db):
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION="Token sat_not-a-real-key")
+    assert api.get(DOCS).status_code == 401
 
 
 @pytest.mark.parametrize("url", [SCHEMA, DOCS])

@@ -203,6 +203,7 @@ ADMIN_MODELS = [
     ("events", "event"),
     ("events", "binary"),
     ("events", "certificate"),
+    ("accounts", "apitoken"),
 ]
 
 

@@ -13,6 +13,7 @@ PRODUCTION = {
     "SECRET_KEY": "k7v9Q2mZx4Lp8Rt1Wn6Yb3Hc5Jd0Fg2Ks9Ue4Ia7Oq1Tr8Ew3Py6Uz5Xc2Vb0Nm",
     "ALLOWED_HOSTS": "santa.example.com",
     "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
+    "CACHE_URL": "redis://redis.internal:6379/1",
 }
 
 
@@ -26,6 +27,8 @@ def manage(*args, **env):
             "DEBUG",
             "CELERY_TASK_ALWAYS_EAGER",
             "REDIS_URL",
+            "API_THROTTLE_RATE",
+            "API_THROTTLE_ANON_RATE",
             "SECURE_SSL_REDIRECT",
             "SANTAADMIN_REQUIRE_SERVICES",
         }
@@ -52,6 +55,8 @@ def test_production_settings_pass_check_deploy():
     [
         ({"DATABASE_URL": "sqlite:////tmp/santa.sqlite3"}, "santaadmin.W001"),
         ({"CELERY_BROKER_URL": "", "CELERY_TASK_ALWAYS_EAGER": "1"}, "santaadmin.W002"),
+        # Throttle counters per process: the API limits are multiplied by the workers.
+        ({"CACHE_URL": ""}, "santaadmin.W003"),
     ],
 )
 def test_check_deploy_warns_about_embedded_parts_in_production(override, warning):
@@ -65,6 +70,60 @@ def test_production_requires_its_variables(missing):
     result = manage("check", **{**PRODUCTION, missing: ""})
     assert result.returncode != 0
     assert missing in result.stderr
+
+
+PRINT_CACHE = (
+    "from django.conf import settings; c = settings.CACHES['default']; "
+    "print(c['BACKEND'], c.get('LOCATION', '-'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "django.core.cache.backends.locmem.LocMemCache -"),
+        (
+            {"REDIS_URL": "redis://cache.internal:6379/2"},
+            "django.core.cache.backends.redis.RedisCache redis://cache.internal:6379/2",
+        ),
+        (
+            {"REDIS_URL": "redis://other:6379/0", "CACHE_URL": "redis://cache.internal:6379/3"},
+            "django.core.cache.backends.redis.RedisCache redis://cache.internal:6379/3",
+        ),
+    ],
+)
+def test_the_cache_comes_from_the_environment(tmp_path, env, expected):
+    result = manage("shell", "-c", PRINT_CACHE, SANTAADMIN_VAR_DIR=str(tmp_path), **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("API_THROTTLE_RATE", "fast"),
+        ("API_THROTTLE_ANON_RATE", "60/fortnight"),
+        ("CACHE_URL", "memcached://127.0.0.1:11211"),
+    ],
+)
+def test_bad_throttle_or_cache_settings_stop_start_up(tmp_path, name, value):
+    result = manage("check", SANTAADMIN_VAR_DIR=str(tmp_path), **{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
+def test_throttle_rates_come_from_the_environment(tmp_path):
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.API_THROTTLE_RATE, s.API_THROTTLE_ANON_RATE)",
+        SANTAADMIN_VAR_DIR=str(tmp_path),
+        API_THROTTLE_RATE="100/hour",
+        API_THROTTLE_ANON_RATE="5/second",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "100/hour 5/second"
 
 
 def test_embedded_mode_says_so_at_startup(tmp_path):

@@ -18,7 +18,8 @@ from . import stream
 
 NAME = "audit"
 DESCRIPTION = (
-    "Every audit entry of a period in chain order: who, what, before and after, why, from "
+    "Every audit entry of a period in chain order: who (and through which API token), what, "
+    "before and after, why, from "
     "where, with the hash chain (seq, previous hash, hash) to check it offline."
 )
 # AuditEntryFilterSet's filters but its day-based since/until: a report's period is in time.
@@ -28,6 +29,7 @@ COLUMNS = [
     "seq",
     "at",
     "actor_name",
+    "actor_token",
     "actor_id",
     "action",
     "object_type",
@@ -44,6 +46,7 @@ FIELDS = (
     "seq",
     "at",
     "actor_name",
+    "actor_token",
     "actor_id",
     "action",
     "object_type",

@@ -9,7 +9,7 @@ from audit import chain
 from audit.models import AuditChain, AuditEntry
 
 BATCH = 2000
-FIELDS = ("id", "seq", "hash", *chain.HASHED_FIELDS)
+FIELDS = ("id", "seq", "hash", *chain.HASHED_FIELDS, *chain.OPTIONAL_FIELDS)
 
 
 def verify(batch_size: int = BATCH) -> int:
