@@ -2,6 +2,8 @@
 
 GET/HEAD need `view_<model>` (DRF's stock class lets any authenticated user read), POST
 `add_`, PUT/PATCH `change_`, DELETE `delete_`. Roles grant these (santaadmin/roles.py).
+A custom action whose meaning is not its method's (POST .../revoke/ changes an enrollment,
+POST .../bulk-delete/ deletes rules) names its own in the viewset's `action_permissions`.
 A signed-in user refused here is recorded in the audit trail (auth.permission_denied).
 """
 
@@ -21,11 +23,22 @@ class RolePermission(DjangoModelPermissions):
         "DELETE": ["%(app_label)s.delete_%(model_name)s"],
     }
 
+    def view_permissions(self, request, view) -> list[str]:
+        """The permissions this request needs: the action's own for an unsafe method when the
+        view names them (`action_permissions = {"revoke": [...]}`), else the method's."""
+        custom = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
+        if custom is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            return list(custom)
+        return self.get_required_permissions(request.method, self._queryset(view).model)
+
     def has_permission(self, request, view):
-        allowed = super().has_permission(request, view)
-        if not allowed and request.user and request.user.is_authenticated:
-            queryset = self._queryset(view)
-            record_permission_denied(
-                request, self.get_required_permissions(request.method, queryset.model)
-            )
+        user = request.user
+        if not user or not user.is_authenticated:
+            return False
+        if getattr(view, "_ignore_model_permissions", False):
+            return True
+        required = self.view_permissions(request, view)
+        allowed = user.has_perms(required)
+        if not allowed:
+            record_permission_denied(request, required)
         return allowed

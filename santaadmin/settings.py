@@ -227,6 +227,8 @@ SPECTACULAR_SETTINGS = {
         "PolicyInputEnum": "rules.models.Policy.values",
         "CleanSyncInputEnum": "hosts.models.CleanSync.values",
         "ClientModeInputEnum": "hosts.models.ClientMode.values",
+        "FanOutStateEnum": "hosts.models.FanOutState",
+        "ApprovalStateEnum": "events.models.ApprovalState",
     },
 }
 
