@@ -210,6 +210,7 @@ class RuleViewSet(viewsets.ModelViewSet):
         detail=False,
         methods=["post"],
         url_path="import",
+        url_name="import",
         parser_classes=[SantactlJSONParser, CSVParser, MultiPartParser],
     )
     def import_rules(self, request: Request) -> Response:
