@@ -532,9 +532,12 @@ def rules_import(
             exc.index = None  # the scope or the whole file, not one rule
             raise
         named = f", field {field}" if field else ""
-        raise InvalidImport(
+        refused = InvalidImport(
             f"{rules[index].label}{named}: {exc.detail} Nothing was imported.", field, index
-        ) from None
+        )
+        # A conflict with an existing rule stays a conflict (409, rule_conflict).
+        refused.status, refused.code = exc.status, exc.code
+        raise refused from None
     if dry_run:
         for rule in created:
             rule.pk = None

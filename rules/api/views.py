@@ -212,6 +212,7 @@ class RuleViewSet(viewsets.ModelViewSet):
         url_path="import",
         url_name="import",
         parser_classes=[SantactlJSONParser, CSVParser, MultiPartParser],
+        content_negotiation_class=JSONErrorsNegotiation,
     )
     def import_rules(self, request: Request) -> Response:
         """Create the rules of a santactl JSON rule export or a CSV file, all or none.
