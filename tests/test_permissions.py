@@ -506,3 +506,28 @@ def test_role_on_every_endpoint(request, full_world, role, method, name, kwargs)
     else:
         assert_error(response, 401 if role == "anonymous" else 403)
         assert full_snapshot() == before
+
+
+LISTS = [
+    (m, name, kwargs) for m, name, kwargs in ENDPOINTS if name.endswith("-list") and m == "GET"
+]
+
+
+@pytest.mark.parametrize(("method", "name", "kwargs"), LISTS, ids=[n for _, n, _ in LISTS])
+def test_every_list_has_a_filterset_and_refuses_bad_paging(
+    full_world, auditor_api, method, name, kwargs
+):
+    """One FilterSet per listed model; a bad page size or page is a 4xx JSON error."""
+    from django.urls import resolve, reverse
+
+    from santaadmin.pagination import NewestFirstCursorPagination
+
+    url = reverse(name)
+    view = resolve(url).func.cls
+    assert view.filterset_class is not None, f"{name} has no FilterSet"
+    assert_error(auditor_api.get(url, {"page_size": "lots"}), 400, "page_size")
+    if view.pagination_class is NewestFirstCursorPagination:
+        assert_error(auditor_api.get(url, {"cursor": "bogus"}), 400, "cursor")
+    else:
+        assert_error(auditor_api.get(url, {"page": "99999"}), 404)
+        assert_error(auditor_api.get(url, {"page": "x"}), 404)
