@@ -204,7 +204,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "santaadmin API",
     "VERSION": "1",
     "DESCRIPTION": (
-        "Rules, hosts, events, tag rules, fan-outs and configuration profiles of a Santa sync "
+        "Rules, hosts, tags, tag rules, profiles, enrollments, events, binaries, certificates, "
+        "approval requests, audit entries and fan-outs of a Santa sync "
         "server. Authenticate with `Authorization: Token <key>` or a signed-in session. Errors "
         'are JSON: `{"error": code, "detail": text, "fields": {...}, "index": n}`.'
     ),
