@@ -7,7 +7,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from rules.models import Rule
 
-from .models import Binary, Decision, Event
+from .models import ApprovalRequest, ApprovalState, Binary, Certificate, Decision, Event
 
 
 class EventFilterSet(django_filters.FilterSet):
@@ -142,6 +142,44 @@ class BinaryFilterSet(django_filters.FilterSet):
 
     def order(self, queryset, name, value):
         return queryset.order_by(*ORDERINGS.get(value, ORDERINGS["impact"]))
+
+
+class CertificateFilterSet(django_filters.FilterSet):
+    """Signing certificates seen in binaries' chains."""
+
+    cn = django_filters.CharFilter(lookup_expr="icontains", label="Common name contains")
+    org = django_filters.CharFilter(lookup_expr="icontains", label="Organisation contains")
+    ou = django_filters.CharFilter(
+        lookup_expr="icontains", label="Organisational unit contains (the Team ID, for Apple's)"
+    )
+    valid_until_before = django_filters.IsoDateTimeFilter(
+        field_name="valid_until", lookup_expr="lt", label="Expires before"
+    )
+    valid_until_after = django_filters.IsoDateTimeFilter(
+        field_name="valid_until", lookup_expr="gte", label="Expires at or after"
+    )
+
+    class Meta:
+        model = Certificate
+        fields = ["cn", "org", "ou", "valid_until_before", "valid_until_after"]
+
+
+class ApprovalRequestFilterSet(django_filters.FilterSet):
+    """Approval requests: by state, binary, Mac, requester and age."""
+
+    state = django_filters.ChoiceFilter(choices=ApprovalState.choices)
+    sha256 = django_filters.CharFilter(method="filter_sha256", label="Binary SHA-256")
+    machine_id = django_filters.CharFilter(field_name="host__machine_id")
+    requester = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = ApprovalRequest
+        fields = ["state", "sha256", "machine_id", "requester", "since", "until"]
+
+    def filter_sha256(self, queryset, name, value):
+        return queryset.filter(binary_id=value.strip().lower())
 
 
 HEX = re.compile(r"[0-9a-fA-F]{6,64}")

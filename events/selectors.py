@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from rules.models import Rule, RuleType
 
-from .models import Binary, BinaryHost
+from .models import Binary, BinaryHost, Certificate
 
 # Santa's evaluation order: the most specific rule type that matches decides (protocol.md §5.5).
 RULE_PRECEDENCE = [
@@ -101,8 +101,16 @@ def rules_matching(binary: Binary) -> list[Rule]:
         return []
     rules = list(
         Rule.objects.filter(match)
-        .select_related("created_by")
+        .select_related("created_by", "updated_by", "fanout")
         .prefetch_related("tags", "excluded_tags", "hosts")
     )
     order = {rule_type: n for n, rule_type in enumerate(RULE_PRECEDENCE)}
     return sorted(rules, key=lambda rule: (order[rule.rule_type], rule.pk))
+
+
+def binary_signing_chain(binary: Binary) -> list[Certificate | str]:
+    """The binary's signing chain, leaf first, as certificates (one query); a certificate the
+    catalogue lacks stays its SHA-256."""
+    chain_shas = [sha for sha in binary.signing_chain if isinstance(sha, str)]
+    certificates = Certificate.objects.in_bulk(chain_shas)
+    return [certificates.get(sha) or sha for sha in chain_shas]

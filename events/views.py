@@ -38,10 +38,9 @@ from .models import (
     Binary,
     BinaryHost,
     BinaryUser,
-    Certificate,
     Event,
 )
-from .selectors import binary_coverage, rules_matching
+from .selectors import binary_coverage, binary_signing_chain, rules_matching
 
 DETAIL_ROWS = 25
 
@@ -66,8 +65,6 @@ def _binary_or_404(sha256: str) -> Binary:
 
 
 def _detail_context(request, binary: Binary, form=None) -> dict:
-    chain_shas = [sha for sha in binary.signing_chain if isinstance(sha, str)]
-    certificates = Certificate.objects.in_bulk(chain_shas)
     latest = (
         Event.objects.filter(binary=binary)
         .exclude(decision="BUNDLE_BINARY")
@@ -76,7 +73,7 @@ def _detail_context(request, binary: Binary, form=None) -> dict:
     events = paginate(_Prefixed(request, "events_page"), latest.select_related("host"), DETAIL_ROWS)
     context = {
         "binary": binary,
-        "chain": [certificates.get(sha) or sha for sha in chain_shas],
+        "chain": binary_signing_chain(binary),
         "latest": latest.first(),
         "hosts_page": paginate(
             _Prefixed(request, "hosts_page"),

@@ -49,3 +49,31 @@ class InvalidProfile(HostsError):
 class ProfileExists(HostsError):
     status = 409
     code = "profile_exists"
+
+
+class TagExists(HostsError):
+    status = 409
+    code = "tag_exists"
+
+    def __init__(self, detail: str, field: str | None = "name"):
+        super().__init__(detail)
+        self.field = field
+
+
+class TagInUse(HostsError):
+    status = 409
+    code = "tag_in_use"
+
+
+class InvalidEnrollment(HostsError):
+    code = "invalid_enrollment"
+
+    def __init__(self, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.field = field
+
+
+class EnrollmentIssuerTaken(HostsError):
+    status = 409
+    code = "enrollment_issuer_taken"
+    field = "client_cert_issuer"

@@ -2,7 +2,19 @@ import django_filters
 from django import forms
 from django.db.models import Exists, F, OuterRef, Q
 
-from .models import ClientMode, FanOut, FanOutKind, FanOutState, Host, HostTag, TagFact, TagRule
+from .models import (
+    ClientMode,
+    ConfigurationProfile,
+    Enrollment,
+    FanOut,
+    FanOutKind,
+    FanOutState,
+    Host,
+    HostTag,
+    Tag,
+    TagFact,
+    TagRule,
+)
 
 
 class HostFilterSet(django_filters.FilterSet):
@@ -82,6 +94,62 @@ class FanOutFilterSet(django_filters.FilterSet):
     class Meta:
         model = FanOut
         fields = ["kind", "state"]
+
+
+class TagFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(method="filter_name", label="Name (exact)")
+    name_contains = django_filters.CharFilter(
+        field_name="name", lookup_expr="icontains", label="Name contains"
+    )
+
+    class Meta:
+        model = Tag
+        fields = ["name", "name_contains"]
+
+    def filter_name(self, queryset, name, value):
+        # Names are stored normalised (hosts.services.normalize_tag_name).
+        return queryset.filter(name=value.strip().lower())
+
+
+class EnrollmentFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(label="Name (exact)")
+    name_contains = django_filters.CharFilter(
+        field_name="name", lookup_expr="icontains", label="Name contains"
+    )
+    revoked = django_filters.BooleanFilter(
+        field_name="revoked_at", lookup_expr="isnull", exclude=True, label="Revoked"
+    )
+    tag = django_filters.CharFilter(method="filter_tag", label="Tag")
+
+    class Meta:
+        model = Enrollment
+        fields = ["name", "name_contains", "revoked", "tag"]
+
+    def filter_tag(self, queryset, name, value):
+        tags = Tag.objects.filter(name=value.strip().lower(), enrollments=OuterRef("pk"))
+        return queryset.filter(Exists(tags))
+
+
+class ProfileFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(label="Name (exact)")
+    name_contains = django_filters.CharFilter(
+        field_name="name", lookup_expr="icontains", label="Name contains"
+    )
+    tag = django_filters.CharFilter(method="filter_tag", label="Attached to this tag")
+    machine_id = django_filters.CharFilter(method="filter_machine_id", label="Attached to host")
+    is_default = django_filters.BooleanFilter()
+
+    class Meta:
+        model = ConfigurationProfile
+        fields = ["name", "name_contains", "tag", "machine_id", "is_default"]
+
+    def filter_tag(self, queryset, name, value):
+        tags = Tag.objects.filter(name=value.strip().lower(), profiles=OuterRef("pk"))
+        return queryset.filter(Exists(tags))
+
+    def filter_machine_id(self, queryset, name, value):
+        hosts = Host.objects.filter(machine_id=value.strip(), profiles=OuterRef("pk"))
+        return queryset.filter(Exists(hosts))
 
 
 class _AnyYesNo(forms.NullBooleanSelect):

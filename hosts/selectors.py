@@ -7,11 +7,12 @@ import hmac
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from santaadmin.db import prepared_cursor
 
-from .models import ConfigurationProfile, Enrollment, Host, HostTag, Revision, TagSource
+from .models import ConfigurationProfile, Enrollment, Host, HostTag, Revision, Tag, TagSource
 
 
 def hash_secret(secret: str) -> str:
@@ -207,6 +208,56 @@ def host_tag_history(host_id: int, after: int | None, upto: int) -> TagHistory:
         Q(rev_to__isnull=True) | Q(rev_to__gt=low)
     )
     return TagHistory([(r.tag_id, r.rev_from, r.rev_to) for r in rows])
+
+
+def _current_members(**conditions) -> Coalesce:
+    """Hosts currently in the outer tag (a correlated count on the (tag, rev_to) index; a host
+    in a tag both by hand and by a tag rule is one member)."""
+    members = (
+        HostTag.objects.filter(tag_id=OuterRef("pk"), rev_to__isnull=True, **conditions)
+        .order_by()
+        .values("tag_id")
+        .annotate(n=Count("host_id", distinct=True))
+        .values("n")
+    )
+    return Coalesce(Subquery(members, output_field=IntegerField()), 0)
+
+
+def tags_with_host_counts():
+    """Tags annotated with their current members: `host_count`, `assigned_host_count` (by
+    hand, API or enrollment) and `automatic_host_count` (tag rules). Three index-only counts
+    per tag row, in the same query as the tags: a page of tags is one statement."""
+    return Tag.objects.annotate(
+        host_count=_current_members(),
+        assigned_host_count=_current_members(source=TagSource.MANUAL),
+        automatic_host_count=_current_members(source=TagSource.AUTO),
+    )
+
+
+def tag_references(tag: Tag) -> list[str]:
+    """What refers to a tag, now or in the past (empty: nothing, it may be deleted)."""
+    from rules.models import Rule, RuleTarget, TargetKind
+
+    probes = [
+        ("host memberships (current or past)", HostTag.objects.filter(tag=tag)),
+        (
+            "rules (current or past versions)",
+            RuleTarget.objects.filter(
+                kind__in=[TargetKind.TAG, TargetKind.EXCLUDED_TAG], target_id=tag.pk
+            ),
+        ),
+        ("rules", Rule.objects.filter(Q(tags=tag) | Q(excluded_tags=tag))),
+        ("configuration profiles", ConfigurationProfile.objects.filter(tags=tag)),
+        ("tag rules", tag.tag_rules.all()),
+        ("enrollments", Enrollment.objects.filter(tags=tag)),
+    ]
+    used = []
+    for label, queryset in probes:
+        if label not in used and queryset.exists():
+            used.append(label)
+    if "rules" in used and "rules (current or past versions)" in used:
+        used.remove("rules")
+    return used
 
 
 # --- configuration ------------------------------------------------------------------------------

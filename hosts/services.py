@@ -20,11 +20,15 @@ from audit.services import audit_record
 from . import liveness, tagging
 from .errors import (
     EnrollmentExists,
+    EnrollmentIssuerTaken,
     EnrollmentNotFound,
+    InvalidEnrollment,
     InvalidProfile,
     InvalidTag,
     MachineBoundToOtherEnrollment,
     ProfileExists,
+    TagExists,
+    TagInUse,
     TagRuleExists,
 )
 from .fanout import fanout_record
@@ -50,12 +54,15 @@ from .selectors import (
     hash_secret,
     hosts_by_machine_id,
     revision_current,
+    tag_references,
 )
 from .settings_cache import settings_snapshot
 
 DEFAULT_FULL_SYNC_INTERVAL = 600  # the agent's default when the server sends none (§5.2)
 RULE_COUNT_KINDS = ("binary", "certificate", "teamid", "signingid", "cdhash", "compiler")
 _TAG_RE = re.compile(TAG_NAME_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_TAG_DESCRIPTION = 2048
 
 
 # --- the fleet revision -------------------------------------------------------------------------
@@ -96,37 +103,224 @@ def tags_get_or_create(names: Iterable[str]) -> list[Tag]:
     return [existing[name] for name in wanted]
 
 
+def revision_lock() -> None:
+    """Take the fleet revision's row lock without spending a revision: for changes to tags
+    that reach no agent (a rename, a delete) but must not interleave with writers that bind
+    tags (rules, memberships, profiles, tag rules all take this lock first)."""
+    assert transaction.get_connection().in_atomic_block, "revision_lock needs a transaction"
+    Revision.objects.select_for_update().filter(pk=1).values_list("pk", flat=True).first()
+
+
+def _tag_values(tag: Tag) -> dict:
+    return {"name": tag.name, "description": tag.description}
+
+
+def _audit_tag(tag: Tag, action: str, before, after) -> None:
+    audit_record(
+        action=action,
+        object_type="tag",
+        object_id=tag.pk,
+        object_repr=tag.name,
+        before=before,
+        after=after,
+    )
+
+
+def _tag_description(description) -> str:
+    if not isinstance(description, str):
+        raise InvalidTag("A tag's description is text.")
+    if _CONTROL.search(description):
+        raise InvalidTag("The description contains control characters.")
+    if len(description) > MAX_TAG_DESCRIPTION:
+        raise InvalidTag(f"The description is longer than {MAX_TAG_DESCRIPTION} characters.")
+    return description
+
+
+def tag_create(*, name: str, description: str = "") -> Tag:
+    """A tag with no hosts yet (hosts join it by hand, by enrollment or by tag rule)."""
+    name = normalize_tag_name(name)
+    description = _tag_description(description)
+    with transaction.atomic():
+        revision_lock()  # tags are created only under the revision lock
+        if Tag.objects.filter(name=name).exists():
+            raise TagExists(f"A tag named {name!r} already exists.")
+        tag = Tag.objects.create(name=name, description=description)
+        _audit_tag(tag, "tag.create", None, _tag_values(tag))
+    return tag
+
+
+def tag_update(*, tag: Tag, name: str | None = None, description: str | None = None) -> Tag:
+    """Change a tag's description or rename it.
+
+    A rename is safe for delivery: rules (their versions and targets), memberships, profiles,
+    tag rules and enrollments all point at the tag's id, never its name, so no host's rule set
+    or configuration changes and no revision is taken. Only what people read changes (the
+    audit trail keeps the old name in its earlier entries)."""
+    new_name = normalize_tag_name(name) if name is not None else None
+    new_description = _tag_description(description) if description is not None else None
+    with transaction.atomic():
+        revision_lock()
+        tag = Tag.objects.select_for_update().get(pk=tag.pk)
+        before = _tag_values(tag)
+        if new_name is not None and new_name != tag.name:
+            if Tag.objects.filter(name=new_name).exists():
+                raise TagExists(f"A tag named {new_name!r} already exists.")
+            tag.name = new_name
+        if new_description is not None:
+            tag.description = new_description
+        if _tag_values(tag) != before:
+            tag.save(update_fields=["name", "description"])
+            _audit_tag(tag, "tag.update", before, _tag_values(tag))
+    return tag
+
+
+def tag_delete(*, tag: Tag) -> None:
+    """Delete a tag nothing refers to, now or in the past.
+
+    A tag that ever had a member, or that a rule version, profile, tag rule or enrollment
+    names, is kept (TagInUse): the revisioned history that rule downloads read (memberships
+    and rule targets by tag id) would otherwise lose rows and change what a host is computed
+    to have held."""
+    with transaction.atomic():
+        revision_lock()
+        # The row lock also holds back, until commit, any insert that would refer to the tag.
+        tag = Tag.objects.select_for_update().get(pk=tag.pk)
+        used = tag_references(tag)
+        if used:
+            raise TagInUse(
+                f"Tag {tag.name!r} is used by {', '.join(used)}; a tag that was ever used is "
+                "kept so that delivery history stays exact. Rename it or change its "
+                "description instead."
+            )
+        _audit_tag(tag, "tag.delete", _tag_values(tag), None)
+        tag.delete()
+
+
 # --- enrollments --------------------------------------------------------------------------------
 
 
+def _enrollment_checks(*, client_mode: str | None, client_cert_issuer: str | None) -> None:
+    if client_mode is not None and client_mode not in ("", *ClientMode.values):
+        raise InvalidEnrollment(
+            f"client_mode must be one of {', '.join(ClientMode.values)} or empty.", "client_mode"
+        )
+    if client_cert_issuer is not None:
+        if not isinstance(client_cert_issuer, str) or len(client_cert_issuer) > 512:
+            raise InvalidEnrollment(
+                "client_cert_issuer is a DN of at most 512 characters.", "client_cert_issuer"
+            )
+        if any(ord(c) < 32 or ord(c) == 127 for c in client_cert_issuer):
+            raise InvalidEnrollment(
+                "client_cert_issuer contains control characters.", "client_cert_issuer"
+            )
+
+
+def _issuer_free(issuer: str, exclude_pk: int | None = None) -> None:
+    if not issuer:
+        return
+    others = Enrollment.objects.filter(client_cert_issuer=issuer)
+    if exclude_pk is not None:
+        others = others.exclude(pk=exclude_pk)
+    other = others.first()
+    if other is not None:
+        raise EnrollmentIssuerTaken(
+            f"Enrollment {other.name!r} already admits agents with this certificate issuer."
+        )
+
+
+def _enrollment_values(enrollment: Enrollment) -> dict:
+    return {
+        "name": enrollment.name,
+        "tags": sorted(t.name for t in enrollment.tags.all()),
+        "client_mode": enrollment.client_mode,
+        "client_cert_issuer": enrollment.client_cert_issuer,
+        "secret_prefix": enrollment.secret_prefix,
+    }
+
+
 def enrollment_create(
-    *, name: str, tag_names: Iterable[str] = (), client_mode: str = ""
+    *,
+    name: str,
+    tag_names: Iterable[str] = (),
+    client_mode: str = "",
+    client_cert_issuer: str = "",
 ) -> tuple[Enrollment, str]:
     """Create an enrollment; returns it with its secret, which is shown once and never stored."""
+    _enrollment_checks(client_mode=client_mode, client_cert_issuer=client_cert_issuer)
     secret = "sa_" + secrets.token_urlsafe(32)
     with transaction.atomic():
         if Enrollment.objects.filter(name=name).exists():
             raise EnrollmentExists(f"An enrollment named {name!r} already exists.")
+        _issuer_free(client_cert_issuer)
         enrollment = Enrollment.objects.create(
             name=name,
             secret_hash=hash_secret(secret),
             secret_prefix=secret[:8],
             client_mode=client_mode,
+            client_cert_issuer=client_cert_issuer,
         )
         enrollment.tags.set(tags_get_or_create(tag_names))
+        after = {
+            "name": name,
+            "tags": sorted(tag_names),
+            "client_mode": client_mode,
+            "secret_prefix": enrollment.secret_prefix,
+        }
+        if client_cert_issuer:
+            after["client_cert_issuer"] = client_cert_issuer
         audit_record(
             action="enrollment.create",
             object_type="enrollment",
             object_id=enrollment.pk,
             object_repr=name,
-            after={
-                "name": name,
-                "tags": sorted(tag_names),
-                "client_mode": client_mode,
-                "secret_prefix": enrollment.secret_prefix,
-            },
+            after=after,
         )
     return enrollment, secret
+
+
+def enrollment_update(
+    *,
+    enrollment: Enrollment,
+    tag_names: Iterable[str] | None = None,
+    client_mode: str | None = None,
+    client_cert_issuer: str | None = None,
+) -> Enrollment:
+    """Change what an enrollment gives its hosts (None leaves a value as it is).
+
+    * `tag_names` are given to hosts when they register (hosts.services.host_register): hosts
+      already registered keep the tags they have; change those on the hosts themselves.
+    * `client_mode` is the enrollment's layer of the configuration (hosts.selectors,
+      configuration_layers: above the default profile, below tag and host profiles and the
+      host's override), so it reaches every host of the enrollment at its next preflight.
+    * `client_cert_issuer` admits agents whose verified client certificate has this issuer
+      DN ("" turns that off); agents already registered are not affected otherwise.
+    """
+    names = None if tag_names is None else sorted({normalize_tag_name(n) for n in tag_names})
+    _enrollment_checks(client_mode=client_mode, client_cert_issuer=client_cert_issuer)
+    with transaction.atomic():
+        if names is not None:
+            revision_lock()  # tags are created only under the revision lock
+        enrollment = Enrollment.objects.select_for_update().get(pk=enrollment.pk)
+        before = _enrollment_values(enrollment)
+        if client_cert_issuer is not None:
+            _issuer_free(client_cert_issuer, exclude_pk=enrollment.pk)
+            enrollment.client_cert_issuer = client_cert_issuer
+        if client_mode is not None:
+            enrollment.client_mode = client_mode
+        enrollment.save(update_fields=["client_mode", "client_cert_issuer"])
+        if names is not None:
+            enrollment.tags.set(tags_get_or_create(names))
+        after = _enrollment_values(enrollment)
+        if after != before:
+            audit_record(
+                action="enrollment.update",
+                object_type="enrollment",
+                object_id=enrollment.pk,
+                object_repr=enrollment.name,
+                before=before,
+                after=after,
+            )
+    return enrollment
 
 
 def enrollment_revoke(*, name: str) -> Enrollment:

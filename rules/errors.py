@@ -22,3 +22,13 @@ class InvalidRule(RulesError):
 class RuleConflict(RulesError):
     status = 409
     code = "rule_conflict"
+
+
+class InvalidImport(RulesError):
+    """A rule file refused as a whole; the detail names the item or row and the field."""
+
+    code = "invalid_import"
+
+    def __init__(self, detail, field: str | None = None, index: int | None = None):
+        super().__init__(detail, field)
+        self.index = index

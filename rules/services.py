@@ -20,8 +20,9 @@ from hosts.models import FanOut, FanOutKind, Host, Tag
 from hosts.selectors import hosts_by_machine_id
 from hosts.services import normalize_tag_name, revision_bump, tags_get_or_create
 
-from .errors import InvalidRule, RuleConflict, RulesError
+from .errors import InvalidImport, InvalidRule, RuleConflict, RulesError
 from .identifiers import normalize_identifier
+from .imports import ImportedRule
 from .models import Policy, Rule, RuleTarget, RuleType, RuleVersion, TargetKind
 
 MAX_TEXT = {"custom_msg": 2048, "custom_url": 2048, "cel_expr": 8192, "comment": 8192}
@@ -442,7 +443,10 @@ def rules_bulk_delete(
     actor: AbstractBaseUser | None = None,
     justification: str = "",
     action: str = "rule.delete",
+    require_all: bool = False,
 ) -> int:
+    """Delete these rules in one revision. With `require_all`, an id that names no rule (any
+    more) refuses the whole request (InvalidRule, field ids) and nothing is deleted."""
     actor = actor if actor is not None and actor.is_authenticated else None
     with transaction.atomic():
         revision = revision_bump()
@@ -452,6 +456,14 @@ def rules_bulk_delete(
             .prefetch_related("tags", "excluded_tags", "hosts")
         )
         existing = [rule.pk for rule in doomed]
+        missing = sorted(set(rule_ids) - set(existing))
+        if require_all and missing:
+            raise InvalidRule(
+                f"No rule has the id{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(str, missing[:50]))}{' …' if len(missing) > 50 else ''}; "
+                "nothing was deleted.",
+                "ids",
+            )
         if not existing:
             transaction.set_rollback(True)
             return 0
@@ -469,6 +481,67 @@ def rules_bulk_delete(
         Rule.objects.filter(pk__in=existing).delete()
         fanout_record(kind=FanOutKind.RULES, revision=revision, rule_ids=existing)
     return len(existing)
+
+
+SCOPE_FIELDS = ("tags", "machine_ids")
+
+
+def rules_import(
+    *,
+    rules: Sequence[ImportedRule],
+    tags: Sequence[str] = (),
+    machine_ids: Sequence[str] = (),
+    justification: str = "",
+    actor: AbstractBaseUser | None = None,
+    dry_run: bool = False,
+) -> list[Rule]:
+    """Create the rules of a parsed rule file (rules.imports.parse_rules), all in one scope,
+    all or none; the console's import page and the API's import share it.
+
+    A rule without a comment gets the justification as its comment. A refused rule is an
+    InvalidImport naming its item or row and field (`index`: its position); a refused scope
+    keeps its own error (field tags or machine_ids). With `dry_run` everything is checked as
+    for real, conflicts with existing rules included, under the same locks, and then rolled
+    back: the rules returned (unsaved) are what the import would create.
+    """
+    items = [
+        RuleInput(
+            rule_type=rule.rule_type,
+            identifier=rule.identifier,
+            policy=rule.policy,
+            custom_msg=rule.custom_msg,
+            custom_url=rule.custom_url,
+            cel_expr=rule.cel_expr,
+            comment=rule.comment or justification,
+            tags=tuple(tags),
+            machine_ids=tuple(machine_ids),
+        )
+        for rule in rules
+    ]
+    try:
+        with transaction.atomic():
+            created = rules_bulk_create(items=items, actor=actor, justification=justification)
+            if dry_run:
+                # Undoes the revision, the rules, their fan-out (never sent: on-commit work
+                # of a rolled-back block is dropped) and the audit entries.
+                transaction.set_rollback(True)
+    except (RulesError, HostsError) as exc:
+        field = getattr(exc, "field", None)
+        index = getattr(exc, "index", None)
+        if field in SCOPE_FIELDS or index is None:
+            exc.index = None  # the scope or the whole file, not one rule
+            raise
+        named = f", field {field}" if field else ""
+        refused = InvalidImport(
+            f"{rules[index].label}{named}: {exc.detail} Nothing was imported.", field, index
+        )
+        # A conflict with an existing rule stays a conflict (409, rule_conflict).
+        refused.status, refused.code = exc.status, exc.code
+        raise refused from None
+    if dry_run:
+        for rule in created:
+            rule.pk = None
+    return created
 
 
 def rule_approve(

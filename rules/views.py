@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db.models import Count, Prefetch
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_safe
@@ -17,20 +16,16 @@ from hosts.models import Host, Tag
 from santaadmin.console import console_view, paginate
 
 from . import services
-from .errors import RulesError
+from .errors import InvalidImport, RulesError
 from .filtersets import BINARY_FIELD, RuleFilterSet
 from .forms import RuleDeleteForm, RuleForm, RuleImportForm
-from .imports import MAX_IMPORT_BYTES, ImportProblem, export_csv, export_json, parse_rules
+from .imports import EXPORTS, MAX_IMPORT_BYTES, ImportProblem, export_response, parse_rules
 from .models import Rule, RuleVersion
 from .tracking import rule_delivery
 
 DETAIL_ROWS = 25
 SCOPE_HOSTS_SHOWN = 100
 MATCHED_BINARIES = 20
-EXPORTS = {
-    "json": (export_json, "application/json", "json"),
-    "csv": (export_csv, "text/csv; charset=utf-8", "csv"),
-}
 
 
 class _Prefixed:
@@ -69,7 +64,7 @@ def rule_list(request):
                 _list_context(request, filterset, valid=valid, bad_export=export not in EXPORTS),
                 status=400,
             )
-        return _export(filterset.qs, export)
+        return export_response(filterset.qs, export)
     return render(
         request,
         "rules/rule_list.html",
@@ -105,23 +100,6 @@ def _host_counts(rule_ids: list[int]) -> dict[int, int]:
         .values_list("rule_id", "n")
     )
     return dict(rows)
-
-
-def _export(queryset, export: str) -> StreamingHttpResponse:
-    produce, content_type, extension = EXPORTS[export]
-    rows = (
-        queryset.select_related(None)
-        .prefetch_related(None)
-        .only(
-            "rule_type", "identifier", "policy", "custom_msg", "custom_url", "cel_expr", "comment"
-        )
-        .iterator(chunk_size=2000)
-    )
-    response = StreamingHttpResponse(produce(rows), content_type=content_type)
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="santa-rules-{stamp}.{extension}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 # --- one rule -------------------------------------------------------------------------------------
@@ -313,7 +291,6 @@ def rule_import(request):
 def _import(request, form: RuleImportForm) -> int | None:
     """Create the file's rules (all or none); None, with the problem on the form, if refused."""
     upload = form.cleaned_data["file"]
-    justification = form.cleaned_data["justification"]
     try:
         parsed = parse_rules(
             upload.read(MAX_IMPORT_BYTES + 1), form.cleaned_data["file_format"], upload.name or ""
@@ -321,34 +298,21 @@ def _import(request, form: RuleImportForm) -> int | None:
     except ImportProblem as exc:
         form.add_error("file", exc.detail)
         return None
-    scope = form.scope_kwargs()
-    items = [
-        services.RuleInput(
-            rule_type=rule.rule_type,
-            identifier=rule.identifier,
-            policy=rule.policy,
-            custom_msg=rule.custom_msg,
-            custom_url=rule.custom_url,
-            cel_expr=rule.cel_expr,
-            comment=rule.comment or justification,
-            tags=tuple(scope.get("tags", ())),
-            machine_ids=tuple(scope.get("machine_ids", ())),
-        )
-        for rule in parsed.rules
-    ]
     try:
-        created = services.rules_bulk_create(
-            items=items, actor=request.user, justification=justification
+        created = services.rules_import(
+            rules=parsed.rules,
+            actor=request.user,
+            justification=form.cleaned_data["justification"],
+            **form.scope_kwargs(),
         )
     except (RulesError, HostsError) as exc:
         field = getattr(exc, "field", None)
-        if field in ("tags", "machine_ids"):
+        if field in services.SCOPE_FIELDS:
             form.add_error(field, str(exc.detail))
-            return None
-        index = getattr(exc, "index", None)
-        where = parsed.rules[index].label if index is not None else "The file"
-        named = f", field {field}" if field else ""
-        form.add_error("file", f"{where}{named}: {exc.detail} Nothing was imported.")
+        elif isinstance(exc, InvalidImport):
+            form.add_error("file", exc.detail)
+        else:
+            form.add_error("file", f"The file: {exc.detail} Nothing was imported.")
         return None
     for note in parsed.notes:
         messages.warning(request, note)

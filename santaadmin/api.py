@@ -3,16 +3,18 @@
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from events.approvals import ApprovalError
 from events.services import InvalidEvent
 from hosts.errors import HostsError
 from rules.errors import RulesError
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, RulesError | HostsError | InvalidEvent):
+    if isinstance(exc, RulesError | HostsError | InvalidEvent | ApprovalError):
         body = {"error": exc.code, "detail": exc.detail}
         field = getattr(exc, "field", None)
         index = getattr(exc, "index", None)
@@ -76,3 +78,16 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class JSONErrorsNegotiation(BaseContentNegotiation):
+    """For views that answer with a file of their own (StreamingHttpResponse) and take a
+    `format` query parameter of their own: DRF would read ?format= as a renderer name and
+    answer 404. Errors are rendered as the API's JSON; parsers by the Content-Type."""
+
+    def select_parser(self, request, parsers):
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type

@@ -3,6 +3,8 @@ it comes with an API token, the token's scope too.
 
 GET/HEAD need `view_<model>` (DRF's stock class lets any authenticated user read), POST
 `add_`, PUT/PATCH `change_`, DELETE `delete_`. Roles grant these (santaadmin/roles.py).
+A custom action whose meaning is not its method's (POST .../revoke/ changes an enrollment,
+POST .../bulk-delete/ deletes rules) names its own in the viewset's `action_permissions`.
 A token (accounts.ApiToken) narrows that further: safe methods need its area's read scope,
 others its write scope (accounts.scopes); a browser session has no scope limit.
 A signed-in user refused here is recorded in the audit trail (auth.permission_denied).
@@ -26,14 +28,23 @@ class RolePermission(DjangoModelPermissions):
         "DELETE": ["%(app_label)s.delete_%(model_name)s"],
     }
 
+    def view_permissions(self, request, view) -> list[str]:
+        """The permissions this request needs: the action's own for an unsafe method when the
+        view names them (`action_permissions = {"revoke": [...]}`), else the method's."""
+        custom = getattr(view, "action_permissions", {}).get(getattr(view, "action", None))
+        if custom is not None and request.method not in SAFE_METHODS:
+            return list(custom)
+        return self.get_required_permissions(request.method, self._queryset(view).model)
+
     def has_permission(self, request, view):
-        allowed = super().has_permission(request, view)
-        if not allowed:
-            if request.user and request.user.is_authenticated:
-                queryset = self._queryset(view)
-                record_permission_denied(
-                    request, self.get_required_permissions(request.method, queryset.model)
-                )
+        user = request.user
+        if not user or not user.is_authenticated:
+            return False
+        if getattr(view, "_ignore_model_permissions", False):
+            return True
+        required = self.view_permissions(request, view)
+        if not user.has_perms(required):
+            record_permission_denied(request, required)
             return False
         token = request.auth if isinstance(request.auth, ApiToken) else None
         if token is None:

@@ -248,7 +248,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "santaadmin API",
     "VERSION": "1",
     "DESCRIPTION": (
-        "Rules, hosts, events, tag rules, fan-outs and configuration profiles of a Santa sync "
+        "Rules, hosts, tags, tag rules, profiles, enrollments, events, binaries, certificates, "
+        "approval requests, audit entries, reports and fan-outs of a Santa sync "
         "server. Authenticate with `Authorization: Token <key>` (an API token, whose scopes "
         "narrow its user's role: `read`, `write`, `<area>:read`, `<area>:write`) or a "
         "signed-in session. Requests are rate-limited (429 with Retry-After). Errors "
@@ -282,6 +283,7 @@ SPECTACULAR_SETTINGS = {
         "ReportStateEnum": "reports.models.ReportState",
         "FanOutStateEnum": "hosts.models.FanOutState",
         "ReportFormatEnum": "reports.models.ReportFormat",
+        "ApprovalStateEnum": "events.models.ApprovalState",
     },
 }
 

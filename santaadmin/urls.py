@@ -4,8 +4,21 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from events.api.views import EventViewSet
-from hosts.api.views import FanOutViewSet, HostViewSet, ProfileViewSet, TagRuleViewSet
+from audit.api.views import AuditEntryViewSet
+from events.api.views import (
+    ApprovalRequestViewSet,
+    BinaryViewSet,
+    CertificateViewSet,
+    EventViewSet,
+)
+from hosts.api.views import (
+    EnrollmentViewSet,
+    FanOutViewSet,
+    HostViewSet,
+    ProfileViewSet,
+    TagRuleViewSet,
+    TagViewSet,
+)
 from reports.api.views import ReportViewSet
 from rules.api.views import RuleViewSet
 
@@ -18,6 +31,12 @@ router.register("events", EventViewSet, basename="event")
 router.register("tag-rules", TagRuleViewSet, basename="tagrule")
 router.register("fanouts", FanOutViewSet, basename="fanout")
 router.register("profiles", ProfileViewSet, basename="configurationprofile")
+router.register("tags", TagViewSet, basename="tag")
+router.register("enrollments", EnrollmentViewSet, basename="enrollment")
+router.register("binaries", BinaryViewSet, basename="binary")
+router.register("certificates", CertificateViewSet, basename="certificate")
+router.register("approval-requests", ApprovalRequestViewSet, basename="approvalrequest")
+router.register("audit-entries", AuditEntryViewSet, basename="auditentry")
 router.register("reports", ReportViewSet, basename="report")
 
 urlpatterns = [

@@ -873,3 +873,29 @@ def test_anonymous_is_refused(world):
         assert response.status_code in (401, 403), response.content
         assert_error(response, response.status_code)
     assert snapshot() == before
+
+
+# --- filters --------------------------------------------------------------------------------------
+
+
+def test_list_filters(admin_api, tagged_agent, django_assert_max_num_queries):
+    agent = tagged_agent("eng")
+    create_profile(admin_api, name="eng-lockdown", tags=["eng"], client_mode="LOCKDOWN")
+    create_profile(admin_api, name="one-mac", machine_ids=[agent.machine_id], batch_size=10)
+    create_profile(admin_api, name="ops", tags=["ops"])
+
+    def names(**params):
+        response = admin_api.get(PROFILES, params)
+        assert response.status_code == 200, response.content
+        return [p["name"] for p in response.json()["results"]]
+
+    assert names(tag="ENG") == ["eng-lockdown"]
+    assert names(machine_id=agent.machine_id) == ["one-mac"]
+    assert names(is_default="true") == ["default"]
+    assert sorted(names(is_default="false")) == ["eng-lockdown", "one-mac", "ops"]
+    assert names(name="ops") == ["ops"]
+    assert sorted(names(name_contains="O")) == ["eng-lockdown", "one-mac", "ops"]
+    assert names(machine_id=UNKNOWN_MACHINE) == []
+    with django_assert_max_num_queries(7):
+        assert len(names(page_size=100)) == 4
+    assert_error(admin_api.get(PROFILES, {"page": "7"}), 404)

@@ -30,6 +30,26 @@ def test_schema_is_openapi_3_with_every_router_path(analyst_api):
     paths = set(schema["paths"])
     assert router_paths() <= paths, router_paths() - paths
     assert {"/api/v1/rules/bulk/", "/api/v1/hosts/{machine_id}/rules/"} <= paths
+    assert {
+        "/api/v1/rules/bulk-delete/",
+        "/api/v1/rules/export/",
+        "/api/v1/rules/import/",
+        "/api/v1/enrollments/{id}/revoke/",
+        "/api/v1/approval-requests/{id}/approve/",
+        "/api/v1/approval-requests/{id}/deny/",
+        "/api/v1/binaries/{sha256}/",
+        "/api/v1/certificates/{sha256}/",
+    } <= paths
+    # The audit trail pages by cursor (no count); the other lists count.
+    audit = schema["paths"]["/api/v1/audit-entries/"]["get"]
+    names = {p["name"] for p in audit["parameters"]}
+    assert {"cursor", "page_size", "action", "actor", "since", "until"} <= names
+    tags = schema["paths"]["/api/v1/tags/"]["get"]
+    assert {"page", "page_size", "name", "name_contains"} <= {p["name"] for p in tags["parameters"]}
+    export = schema["paths"]["/api/v1/rules/export/"]["get"]
+    assert {"format", "tag", "policy"} <= {p["name"] for p in export["parameters"]}
+    enrollment = schema["components"]["schemas"]["Enrollment"]["properties"]
+    assert "secret_hash" not in enrollment and "secret" not in enrollment
     # Only the REST API: not the agents' sync endpoints, not the schema itself.
     assert all(path.startswith("/api/v1/") for path in paths), paths
 

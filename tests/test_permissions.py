@@ -263,3 +263,288 @@ def test_admin_host_and_enrollment_pages_are_read_only(admin_client, world, enro
         b"secret_hash"
         not in admin_client.get(f"/admin/hosts/enrollment/{enrollment[0].pk}/change/").content
     )
+
+
+# --- every endpoint of the API router, for every role ---------------------------------------------
+#
+# The endpoints are found by walking the router (as tests/test_console_permissions.py walks the
+# console's URLconf): an endpoint added without an entry in EXPECTED fails
+# test_every_router_endpoint_has_an_expectation.
+
+# READER_WRITE: every role may, auditors included (generating a report changes no domain data
+# and is recorded in the audit trail: santaadmin.roles.READER_WRITES).
+READ, READER_WRITE, ANALYST_WRITE, ADMIN_WRITE = "read", "reader", "analyst", "admin"
+
+
+def router_endpoints() -> list[tuple[str, str, list[str]]]:
+    """(method, URL name, URL kwargs) for every method each router URL serves."""
+    from santaadmin.urls import router
+
+    found = []
+    for pattern in router.urls:
+        kwargs = list(pattern.pattern.regex.groupindex)
+        actions = getattr(pattern.callback, "actions", None)
+        if not actions or "format" in kwargs:
+            continue  # the API root, and the ".json" suffix twins of each URL
+        allowed = pattern.callback.cls.http_method_names
+        for method in actions:
+            if method in allowed:
+                found.append((method.upper(), pattern.name, kwargs))
+    return found
+
+
+SHA_REQUESTED = "c" * 64
+CERT_SHA = "d" * 64
+TEAM_ID = "EQHXZ8M8AV"
+IMPORT_BODY = {"rules": [{"identifier": TEAM_ID, "policy": "ALLOWLIST", "rule_type": "TEAMID"}]}
+
+# "METHOD url-name": (who may, body, status of success). Bodies are sent as JSON.
+EXPECTED = {
+    "GET rule-list": (READ, None, 200),
+    "POST rule-list": (
+        ANALYST_WRITE,
+        {"rule_type": "BINARY", "identifier": SHA_B, "policy": "ALLOWLIST"},
+        201,
+    ),
+    "GET rule-detail": (READ, None, 200),
+    "PATCH rule-detail": (ANALYST_WRITE, {"policy": "SILENT_BLOCKLIST"}, 200),
+    "DELETE rule-detail": (ANALYST_WRITE, None, 204),
+    "POST rule-bulk": (
+        ANALYST_WRITE,
+        {"rules": [{"rule_type": "TEAMID", "identifier": TEAM_ID, "policy": "ALLOWLIST"}]},
+        201,
+    ),
+    "POST rule-bulk-delete": (ANALYST_WRITE, {"ids": ["{rule_id}"]}, 200),
+    "GET rule-export": (READ, None, 200),
+    "POST rule-import": (ANALYST_WRITE, IMPORT_BODY, 201),
+    "GET host-list": (READ, None, 200),
+    "GET host-detail": (READ, None, 200),
+    "PATCH host-detail": (ANALYST_WRITE, {"tags": ["eng"]}, 200),
+    "GET host-rules": (READ, None, 200),
+    "GET event-list": (READ, None, 200),
+    "GET event-detail": (READ, None, 200),
+    "GET tagrule-list": (READ, None, 200),
+    "POST tagrule-list": (
+        ANALYST_WRITE,
+        {"tag": "auto", "fact": "hostname", "operator": "contains", "value": "mac"},
+        201,
+    ),
+    "GET tagrule-detail": (READ, None, 200),
+    "PATCH tagrule-detail": (ANALYST_WRITE, {"description": "changed"}, 200),
+    "DELETE tagrule-detail": (ANALYST_WRITE, None, 204),
+    "GET fanout-list": (READ, None, 200),
+    "GET fanout-detail": (READ, None, 200),
+    "GET configurationprofile-list": (READ, None, 200),
+    "POST configurationprofile-list": (ADMIN_WRITE, {"name": "walk-2", "batch_size": 10}, 201),
+    "GET configurationprofile-detail": (READ, None, 200),
+    "PATCH configurationprofile-detail": (ADMIN_WRITE, {"batch_size": 20}, 200),
+    "DELETE configurationprofile-detail": (ADMIN_WRITE, None, 204),
+    "GET tag-list": (READ, None, 200),
+    "POST tag-list": (ANALYST_WRITE, {"name": "new-tag", "description": "new"}, 201),
+    "GET tag-detail": (READ, None, 200),
+    "PATCH tag-detail": (ANALYST_WRITE, {"description": "changed"}, 200),
+    "DELETE tag-detail": (ADMIN_WRITE, None, 204),
+    "GET enrollment-list": (READ, None, 200),
+    "POST enrollment-list": (ADMIN_WRITE, {"name": "walk-new", "tags": ["eng"]}, 201),
+    "GET enrollment-detail": (READ, None, 200),
+    "PATCH enrollment-detail": (ADMIN_WRITE, {"client_mode": "LOCKDOWN"}, 200),
+    "POST enrollment-revoke": (ADMIN_WRITE, {}, 200),
+    "GET binary-list": (READ, None, 200),
+    "GET binary-detail": (READ, None, 200),
+    "GET certificate-list": (READ, None, 200),
+    "GET certificate-detail": (READ, None, 200),
+    "GET approvalrequest-list": (READ, None, 200),
+    "GET approvalrequest-detail": (READ, None, 200),
+    "POST approvalrequest-approve": (
+        ANALYST_WRITE,
+        {"rule_type": "BINARY", "machine_ids": ["{machine_id}"], "justification": "Needed."},
+        200,
+    ),
+    "POST approvalrequest-deny": (ANALYST_WRITE, {"response": "Not for this Mac."}, 200),
+    "GET report-list": (READ, None, 200),
+    "POST report-list": (READER_WRITE, {"kind": "rules", "format": "csv", "parameters": {}}, 202),
+    "GET report-detail": (READ, None, 200),
+    "GET report-download": (READ, None, 200),
+    "GET report-export": (READ, None, 200),
+    "GET auditentry-list": (READ, None, 200),
+    "GET auditentry-detail": (READ, None, 200),
+}
+ENDPOINTS = router_endpoints()
+ENDPOINT_IDS = [f"{method} {name}" for method, name, _ in ENDPOINTS]
+
+
+def test_every_router_endpoint_has_an_expectation():
+    assert sorted(ENDPOINT_IDS) == sorted(EXPECTED), (
+        f"missing: {sorted(set(ENDPOINT_IDS) - set(EXPECTED))}, "
+        f"gone: {sorted(set(EXPECTED) - set(ENDPOINT_IDS))}"
+    )
+
+
+def test_the_walk_finds_the_new_endpoints():
+    assert {"POST rule-import", "POST approvalrequest-approve", "GET auditentry-list"} <= set(
+        ENDPOINT_IDS
+    )
+
+
+@pytest.fixture
+def full_world(world, agent, analyst_api):
+    """`world` plus one of everything the API addresses: a blocked binary with its
+    certificate and a waiting approval request, an unused tag, a tag rule, a profile, a
+    second enrollment and audit entries."""
+    from audit.models import AuditEntry
+    from events.approvals import approval_request_submit
+    from events.models import Binary, Certificate
+    from hosts.models import FanOut
+    from hosts.services import enrollment_create, profile_create, tag_create, tag_rule_create
+    from reports.jobs import report_execute
+    from reports.models import ReportState
+    from reports.services import report_create
+
+    agent.upload_events(
+        [
+            {
+                "file_sha256": SHA_REQUESTED,
+                "file_name": "Tool",
+                "decision": "BLOCK_UNKNOWN",
+                "execution_time": 1767225700,
+                "executing_user": "alice",
+                "signing_chain": [{"sha256": CERT_SHA, "cn": "Developer ID Application: X"}],
+            }
+        ]
+    )
+    host = Host.objects.get(machine_id=world["machine_id"])
+    approval = approval_request_submit(
+        binary=Binary.objects.get(pk=SHA_REQUESTED), host=host, requester="alice", reason="Work."
+    )
+    assert Certificate.objects.filter(pk=CERT_SHA).exists()
+    tag = tag_create(name="unused")
+    tag_rule = tag_rule_create(tag_name="auto", fact="hostname", operator="equals", value="x")
+    profile = profile_create(name="walk", values={"batch_size": 5}, tag_names=["eng"])
+    other, _ = enrollment_create(name="walk-enrollment")
+    report = report_create(kind="hosts", file_format="json", parameters={}, actor=None)
+    assert report_execute(report.pk) == ReportState.DONE
+
+    return {
+        **world,
+        "ids": {
+            "rule": world["rule_id"],
+            "event": world["event_id"],
+            "tagrule": tag_rule.pk,
+            "fanout": FanOut.objects.order_by("-id").values_list("pk", flat=True).first(),
+            "configurationprofile": profile.pk,
+            "tag": tag.pk,
+            "enrollment": other.pk,
+            "approvalrequest": approval.pk,
+            "auditentry": AuditEntry.objects.order_by("-id").values_list("pk", flat=True)[0],
+            "binary": SHA_REQUESTED,
+            "certificate": CERT_SHA,
+            "host": world["machine_id"],
+            "report": report.pk,
+            "kind": "rules",
+        },
+    }
+
+
+def full_snapshot() -> tuple:
+    """Everything any API write could change (the audit trail aside: a refusal is recorded)."""
+    from events.models import ApprovalRequest
+    from hosts.models import ConfigurationProfile, HostTag, Revision, TagRule
+    from reports.models import Report
+
+    return (
+        snapshot(),
+        Revision.objects.get(pk=1).value,
+        sorted(Tag.objects.values_list("pk", "name", "description")),
+        sorted(HostTag.objects.values_list("pk", "rev_to")),
+        sorted(TagRule.objects.values_list("pk", "description", "value")),
+        sorted(ConfigurationProfile.objects.values_list("pk", "name", "batch_size")),
+        sorted(Enrollment.objects.values_list("pk", "client_mode", "revoked_at")),
+        sorted(ApprovalRequest.objects.values_list("pk", "state", "rule_id")),
+        sorted(Report.objects.values_list("pk", "kind")),
+    )
+
+
+def walk_call(api, full_world, method: str, name: str, kwargs: list[str]):
+    from django.urls import reverse
+
+    basename = name.split("-")[0]
+    url = reverse(
+        name,
+        kwargs={key: full_world["ids"][key if key == "kind" else basename] for key in kwargs},
+    )
+    _, body, _ = EXPECTED[f"{method} {name}"]
+    if body is not None:
+        body = _fill(body, full_world)
+        return getattr(api, method.lower())(url, body, format="json")
+    return getattr(api, method.lower())(url)
+
+
+def _fill(value, full_world):
+    if isinstance(value, dict):
+        return {key: _fill(item, full_world) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, full_world) for item in value]
+    if value == "{rule_id}":
+        return full_world["rule_id"]
+    if value == "{machine_id}":
+        return full_world["machine_id"]
+    return value
+
+
+def _allowed(role: str, who: str) -> bool:
+    if role in ("anonymous", "norole"):
+        return False
+    if who in (READ, READER_WRITE):
+        return True
+    if who == ANALYST_WRITE:
+        return role in ("analyst", "admin")
+    return role == "admin"
+
+
+ROLES = ["anonymous", "norole", "auditor", "analyst", "admin"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "name", "kwargs"), ENDPOINTS, ids=ENDPOINT_IDS)
+def test_role_on_every_endpoint(request, full_world, role, method, name, kwargs):
+    """Anonymous 401, no role 403; auditors read (and export) everything and change nothing;
+    analysts write rules, tag rules, hosts, tags and decide requests, but not profiles,
+    enrollments or tag deletion; admins do everything."""
+    api = APIClient() if role == "anonymous" else request.getfixturevalue(f"{role}_api")
+    who, _, success = EXPECTED[f"{method} {name}"]
+    before = full_snapshot()
+    response = walk_call(api, full_world, method, name, kwargs)
+    if _allowed(role, who):
+        assert response.status_code == success, response.content
+        if who == READ:
+            assert full_snapshot() == before
+        else:
+            assert full_snapshot() != before
+    else:
+        assert_error(response, 401 if role == "anonymous" else 403)
+        assert full_snapshot() == before
+
+
+LISTS = [
+    (m, name, kwargs) for m, name, kwargs in ENDPOINTS if name.endswith("-list") and m == "GET"
+]
+
+
+@pytest.mark.parametrize(("method", "name", "kwargs"), LISTS, ids=[n for _, n, _ in LISTS])
+def test_every_list_has_a_filterset_and_refuses_bad_paging(
+    full_world, auditor_api, method, name, kwargs
+):
+    """One FilterSet per listed model; a bad page size or page is a 4xx JSON error."""
+    from django.urls import resolve, reverse
+
+    from santaadmin.pagination import NewestFirstCursorPagination
+
+    url = reverse(name)
+    view = resolve(url).func.cls
+    assert view.filterset_class is not None, f"{name} has no FilterSet"
+    assert_error(auditor_api.get(url, {"page_size": "lots"}), 400, "page_size")
+    if view.pagination_class is NewestFirstCursorPagination:
+        assert_error(auditor_api.get(url, {"cursor": "bogus"}), 400, "cursor")
+    else:
+        assert_error(auditor_api.get(url, {"page": "99999"}), 404)
+        assert_error(auditor_api.get(url, {"page": "x"}), 404)

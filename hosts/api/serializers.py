@@ -14,14 +14,16 @@ from ..models import (
     CleanSync,
     ClientMode,
     ConfigurationProfile,
+    Enrollment,
     FanOut,
     Host,
+    Tag,
     TagFact,
     TagOperator,
     TagRule,
     TagSource,
 )
-from ..selectors import SETTING_FIELDS, configuration_for_host
+from ..selectors import SETTING_FIELDS, configuration_for_host, tag_references
 from ..services import normalize_tag_name
 
 
@@ -285,3 +287,112 @@ class ProfileInputSerializer(serializers.ModelSerializer):
             return sorted({normalize_tag_name(name) for name in names})
         except InvalidTag as exc:
             raise serializers.ValidationError(exc.detail) from None
+
+
+def _tag_name(name: str) -> str:
+    try:
+        return normalize_tag_name(name)
+    except InvalidTag as exc:
+        raise serializers.ValidationError(exc.detail) from None
+
+
+class TagSerializer(serializers.ModelSerializer):
+    """A tag and its current members (from tags_with_host_counts: counted, not loaded)."""
+
+    host_count = serializers.IntegerField(read_only=True, help_text="Hosts in the tag now.")
+    assigned_host_count = serializers.IntegerField(
+        read_only=True, help_text="Hosts in it by hand, API or enrollment."
+    )
+    automatic_host_count = serializers.IntegerField(
+        read_only=True, help_text="Hosts in it because a tag rule matches their facts."
+    )
+
+    class Meta:
+        model = Tag
+        fields = ["id", "name", "description", "created_at"]
+        fields += ["host_count", "assigned_host_count", "automatic_host_count"]
+        read_only_fields = fields
+
+
+class TagDetailSerializer(TagSerializer):
+    references = serializers.SerializerMethodField()
+
+    class Meta(TagSerializer.Meta):
+        fields = [*TagSerializer.Meta.fields, "references"]
+        read_only_fields = fields
+
+    def get_references(self, tag: Tag) -> list[str]:
+        """What uses the tag, now or in the past; a tag can be deleted only when empty."""
+        return tag_references(tag)
+
+
+class TagInputSerializer(StrictSerializer):
+    name = StrictCharField(max_length=64)
+    description = StrictCharField(
+        required=False, allow_blank=True, max_length=2048, trim_whitespace=False
+    )
+
+    def validate_name(self, name: str) -> str:
+        return _tag_name(name)
+
+
+class EnrollmentSerializer(serializers.ModelSerializer):
+    """An enrollment; never its secret or the secret's hash (only the first characters)."""
+
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    revoked = serializers.SerializerMethodField()
+    host_count = serializers.IntegerField(read_only=True, help_text="Hosts it registered.")
+
+    class Meta:
+        model = Enrollment
+        fields = ["id", "name", "secret_prefix", "tags", "client_mode", "client_cert_issuer"]
+        fields += ["created_at", "revoked", "revoked_at", "host_count"]
+        read_only_fields = fields
+
+    def get_revoked(self, enrollment: Enrollment) -> bool:
+        return enrollment.revoked_at is not None
+
+
+class EnrollmentCreatedSerializer(EnrollmentSerializer):
+    secret = serializers.CharField(
+        read_only=True,
+        help_text="The bearer secret agents send; shown in this response only, never again.",
+    )
+
+    class Meta(EnrollmentSerializer.Meta):
+        fields = [*EnrollmentSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+def _enrollment_mode():
+    return serializers.ChoiceField(
+        choices=[*ClientMode.values, ""], required=False, allow_blank=True
+    )
+
+
+class EnrollmentInputSerializer(StrictSerializer):
+    """Create (name required) or PATCH (tags, client_mode, client_cert_issuer)."""
+
+    name = StrictCharField(max_length=64)
+    tags = serializers.ListField(
+        child=StrictCharField(max_length=64), required=False, max_length=100
+    )
+    client_mode = _enrollment_mode()
+    client_cert_issuer = StrictCharField(required=False, allow_blank=True, max_length=512)
+
+    def validate_name(self, name: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise serializers.ValidationError("The name contains control characters.")
+        return name
+
+    def validate_tags(self, names: list[str]) -> list[str]:
+        return sorted({_tag_name(name) for name in names})
+
+
+class EnrollmentUpdateSerializer(EnrollmentInputSerializer):
+    """PATCH: the name identifies the enrollment to people and tag rules; it stays."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        del fields["name"]
+        return fields

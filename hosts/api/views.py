@@ -1,4 +1,4 @@
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -9,28 +9,58 @@ from rest_framework.response import Response
 from hosts.selectors import revision_current
 from rules.delivery import host_rules
 
-from ..filtersets import FanOutFilterSet, HostFilterSet, TagRuleFilterSet
-from ..models import MACHINE_ID_PATTERN, ConfigurationProfile, FanOut, Host, HostTag, TagRule
+from ..filtersets import (
+    EnrollmentFilterSet,
+    FanOutFilterSet,
+    HostFilterSet,
+    ProfileFilterSet,
+    TagFilterSet,
+    TagRuleFilterSet,
+)
+from ..models import (
+    MACHINE_ID_PATTERN,
+    ConfigurationProfile,
+    Enrollment,
+    FanOut,
+    Host,
+    HostTag,
+    Tag,
+    TagRule,
+)
+from ..selectors import tags_with_host_counts
 from ..services import (
+    enrollment_create,
+    enrollment_revoke,
+    enrollment_update,
     host_request_clean_sync,
     host_set_mode_override,
     host_set_tags,
     profile_create,
     profile_delete,
     profile_update,
+    tag_create,
+    tag_delete,
     tag_rule_create,
     tag_rule_delete,
     tag_rule_update,
+    tag_update,
 )
 from .serializers import (
+    EnrollmentCreatedSerializer,
+    EnrollmentInputSerializer,
+    EnrollmentSerializer,
+    EnrollmentUpdateSerializer,
     FanOutSerializer,
     HostDetailSerializer,
     HostSerializer,
     HostUpdateSerializer,
     ProfileInputSerializer,
     ProfileSerializer,
+    TagDetailSerializer,
+    TagInputSerializer,
     TagRuleInputSerializer,
     TagRuleSerializer,
+    TagSerializer,
 )
 
 
@@ -190,6 +220,7 @@ class ProfileViewSet(viewsets.ModelViewSet):
     from."""
 
     serializer_class = ProfileSerializer
+    filterset_class = ProfileFilterSet
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
@@ -223,3 +254,111 @@ class ProfileViewSet(viewsets.ModelViewSet):
     def destroy(self, request: Request, *args, **kwargs) -> Response:
         profile_delete(profile=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TagViewSet(viewsets.ModelViewSet):
+    """Tags: named groups of hosts that rules and profiles target, with their member counts.
+
+    Renaming is safe (everything refers to a tag by id); a tag that anything uses or used
+    cannot be deleted (409), since delivery history refers to it."""
+
+    serializer_class = TagSerializer
+    filterset_class = TagFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return tags_with_host_counts().order_by("name")
+
+    def get_serializer_class(self):
+        return TagSerializer if self.action == "list" else TagDetailSerializer
+
+    def _output(self, tag: Tag, code=status.HTTP_200_OK) -> Response:
+        return Response(TagDetailSerializer(self.get_queryset().get(pk=tag.pk)).data, status=code)
+
+    @extend_schema(request=TagInputSerializer, responses={201: TagDetailSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        payload = TagInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        tag = tag_create(**payload.validated_data)
+        return self._output(tag, status.HTTP_201_CREATED)
+
+    @extend_schema(request=TagInputSerializer, responses={200: TagDetailSerializer})
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        tag = self.get_object()
+        payload = TagInputSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        tag = tag_update(tag=tag, **payload.validated_data)
+        return self._output(tag)
+
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        tag_delete(tag=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EnrollmentViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Enrollments: the secrets (or client-certificate issuers) that admit agents.
+
+    Admin writes. The secret is in the creation response only; the hash is never shown.
+    `tags` are given to hosts when they register (existing hosts keep theirs); `client_mode`
+    is the enrollment's configuration layer and reaches its hosts at their next preflight."""
+
+    serializer_class = EnrollmentSerializer
+    filterset_class = EnrollmentFilterSet
+    http_method_names = ["get", "post", "patch", "head", "options"]
+    action_permissions = {"revoke": ["hosts.change_enrollment"]}
+
+    def get_queryset(self):
+        return (
+            Enrollment.objects.prefetch_related("tags")
+            .annotate(host_count=Count("hosts"))
+            .order_by("name")
+        )
+
+    def _output(self, enrollment: Enrollment, code=status.HTTP_200_OK) -> Response:
+        enrollment = self.get_queryset().get(pk=enrollment.pk)
+        return Response(EnrollmentSerializer(enrollment).data, status=code)
+
+    @extend_schema(request=EnrollmentInputSerializer, responses={201: EnrollmentCreatedSerializer})
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        """Create an enrollment; the response holds its secret, once."""
+        payload = EnrollmentInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        enrollment, secret = enrollment_create(
+            name=data["name"],
+            tag_names=data.get("tags", ()),
+            client_mode=data.get("client_mode", ""),
+            client_cert_issuer=data.get("client_cert_issuer", ""),
+        )
+        enrollment = self.get_queryset().get(pk=enrollment.pk)
+        enrollment.secret = secret
+        return Response(
+            EnrollmentCreatedSerializer(enrollment).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=EnrollmentUpdateSerializer, responses={200: EnrollmentSerializer})
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        enrollment = self.get_object()
+        payload = EnrollmentUpdateSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        enrollment = enrollment_update(
+            enrollment=enrollment,
+            tag_names=data.get("tags"),
+            client_mode=data.get("client_mode"),
+            client_cert_issuer=data.get("client_cert_issuer"),
+        )
+        return self._output(enrollment)
+
+    @extend_schema(request=None, responses={200: EnrollmentSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk=None) -> Response:
+        """Revoke: agents presenting its secret or issuer are refused from the next request."""
+        enrollment = enrollment_revoke(name=self.get_object().name)
+        return self._output(enrollment)

@@ -2,7 +2,7 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from hosts.models import FanOutState
-from santaadmin.api import StrictCharField, StrictSerializer
+from santaadmin.api import StrictCharField, StrictIntegerField, StrictSerializer
 
 from ..models import Policy, Rule, RuleType
 from ..services import RuleInput, rule_snapshot
@@ -179,3 +179,51 @@ class RuleInputSerializer(StrictSerializer):
 
 class RuleBulkSerializer(StrictSerializer):
     rules = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20000)
+
+
+class RuleBulkDeleteSerializer(StrictSerializer):
+    ids = serializers.ListField(
+        child=StrictIntegerField(min_value=1), min_length=1, max_length=20000
+    )
+    justification = StrictCharField(
+        required=False, allow_blank=True, max_length=8192, trim_whitespace=False
+    )
+
+
+class RuleImportOptionsSerializer(StrictSerializer):
+    """The import's options, from the query string (or the fields of a multipart form)."""
+
+    tags = _names(100, 64)
+    machine_ids = _names(1000, 128)
+    justification = StrictCharField(required=False, allow_blank=True, max_length=8192)
+    dry_run = serializers.BooleanField(required=False, default=False)
+    format = serializers.ChoiceField(
+        choices=["auto", "santactl", "csv"],
+        required=False,
+        default="auto",
+        help_text="Multipart uploads only: the file's format (auto: from its name or content).",
+    )
+
+
+class RuleImportItemSerializer(serializers.Serializer):
+    """One rule an import created (or, in a dry run, would create: id null)."""
+
+    id = serializers.IntegerField(allow_null=True)
+    rule_type = serializers.ChoiceField(choices=RuleType.choices)
+    identifier = serializers.CharField()
+    policy = serializers.ChoiceField(choices=Policy.choices)
+    custom_msg = serializers.CharField()
+    custom_url = serializers.CharField()
+    cel_expr = serializers.CharField()
+    comment = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    machine_ids = serializers.ListField(child=serializers.CharField())
+
+
+class RuleImportResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    count = serializers.IntegerField()
+    results = RuleImportItemSerializer(many=True)
+    notes = serializers.ListField(
+        child=serializers.CharField(), help_text="What the file held that was left out."
+    )
