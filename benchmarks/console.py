@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import fanout  # noqa: E402 (needs ROOT on the path)
+from benchmarks.docs import write_section  # noqa: E402
 
 DEFAULT_ENV = {
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/santaadmin_console_bench",
@@ -1482,14 +1483,7 @@ def render_section(
 
 
 def write_doc(path: Path, section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, START, END, section)
 
 
 # --- main ---------------------------------------------------------------------------------------

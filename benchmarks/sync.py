@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.docs import write_section  # noqa: E402
 from benchmarks.fanout import (  # noqa: E402
     bench_database_name,
     prepare_database,
@@ -890,14 +891,7 @@ def render(facts, source, duration, fleet_size, wrk, fleet, clean, ingest) -> st
 
 
 def write_doc(path: Path, section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, START, END, section)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,22 +42,8 @@ COLUMNS = [
     "prev_hash",
     "hash",
 ]
-FIELDS = (
-    "seq",
-    "at",
-    "actor_name",
-    "actor_token",
-    "actor_id",
-    "action",
-    "object_type",
-    "object_id",
-    "object_repr",
-    "before",
-    "after",
-    "justification",
-    "source_ip",
-    "hash",
-)
+# The columns as stored: prev_hash is looked up per chunk (rows()).
+FIELDS = tuple(column for column in COLUMNS if column != "prev_hash")
 
 
 class Parameters(PeriodMixin, ReportParameters):
