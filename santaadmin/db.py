@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import select
 import weakref
 
 from django.conf import settings
 from django.db import connection
+
+logger = logging.getLogger("santaadmin.sync")
 
 TIMESTAMPTZ_OID = 1184
 # psycopg's default: a statement run this many times on a connection is prepared.
@@ -57,3 +61,32 @@ def _check_timezone(raw_connection) -> None:
         from django.db.backends.postgresql.psycopg_any import register_tzloader
 
         register_tzloader(connection.timezone, raw_connection)
+
+
+def drop_connection_closed_by_server() -> None:
+    """Close this thread's idle persistent connection if the server has closed it, so the next
+    statement opens a new one — the sync path's replacement for Django's `SELECT 1` health
+    check (CONN_HEALTH_CHECKS), at the cost of one zero-timeout poll() of the socket.
+
+    Between requests nothing is in flight on an idle connection, so its socket has nothing to
+    read unless the server hung up (a restart, a failover, a proxy or pooler dropping it: the
+    server sends its FATAL notice and closes, and the socket reads EOF). Without this, the
+    first request on each such connection after the database came back would fail with 503.
+    A connection silently lost without a FIN (a network partition) is not seen here; that
+    request fails with 503 and Django closes the connection after it.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return
+    raw = connection.connection
+    if raw is None:
+        return
+    try:
+        fd = raw.pgconn.socket
+    except Exception:  # psycopg.OperationalError: the connection is already known bad
+        connection.close()
+        return
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        logger.info("Dropping a database connection the server closed")
+        connection.close()
