@@ -404,7 +404,7 @@ class FaultyHttpProxy:
                 _reset(client)
                 return
             server.sendall(head + body)
-            response_head, response_body, _ = _read_message(server)
+            response_head, response_body, _ = _read_message(server, response=True)
             if fault == "lost_response":
                 # The server processed the request; the agent never hears of it.
                 _reset(client)
@@ -421,8 +421,10 @@ class FaultyHttpProxy:
                 client.close()
 
 
-def _read_message(sock: socket.socket) -> tuple[bytes, bytes, int]:
-    """One HTTP message with a Content-Length body: (head, body, declared length)."""
+def _read_message(sock: socket.socket, response: bool = False) -> tuple[bytes, bytes, int]:
+    """One HTTP message: (head, body, declared length). A request has a Content-Length body;
+    a response without one (chunked) is read to the end of the connection, which the server
+    closes after it (the agents send `Connection: close`)."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -431,11 +433,16 @@ def _read_message(sock: socket.socket) -> tuple[bytes, bytes, int]:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     head += b"\r\n\r\n"
-    length = 0
+    length = None
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value.strip())
+    if length is None and response:
+        while chunk := sock.recv(65536):
+            body += chunk
+        return head, body, len(body)
+    length = length or 0
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
