@@ -63,7 +63,11 @@ FAULT_RATES = {
     "delay": 0.05,
 }
 SHAS = [f"{n:064x}" for n in range(0x5A0, 0x5A4)]
-RULE_KEYS = [f"{n:064x}" for n in range(0x7B0, 0x7C0)]
+RULE_KEYS = [f"{n:064x}" for n in range(0x7B0, 0x7D0)]
+SCOPES = ["everyone", "tags", "hosts"]
+# Small rule-download pages, so that downloads take several pages and retried pages (the same
+# cursor sent again) happen often.
+RULES_PER_PAGE = 3
 T0 = 1_767_225_600
 
 pytestmark = [
@@ -83,6 +87,7 @@ class SoakAgent(SimulatedAgent):
         self.acked: set[tuple[str, int]] = set()
         self.acked_batches: list[list[dict]] = []
         self.failures: Counter = Counter()
+        self.paged_syncs = 0  # syncs whose rule download took more than one page
 
     def new_events(self, count: int) -> None:
         for _ in range(count):
@@ -117,7 +122,8 @@ class SoakAgent(SimulatedAgent):
                 batch = self.events[:10]
                 self.upload_events(batch)  # out of band (§5.4)
                 del self.events[: len(batch)]
-            self.sync()
+            if self.sync().pages > 1:
+                self.paged_syncs += 1
         except SyncFailed as exc:
             self.failures[exc.stage] += 1
 
@@ -148,14 +154,7 @@ class Analyst:
         )
         return status, body
 
-    def change(self) -> None:
-        if self.rule_ids and self.rng.random() < 0.3:
-            rule_id = self.rule_ids.pop(self.rng.randrange(len(self.rule_ids)))
-            status, body = self.call("DELETE", f"/api/v1/rules/{rule_id}/")
-            assert status == 204, (status, body[:300])
-            self.changes["deleted"] += 1
-            return
-        scope = self.rng.choice(["everyone", "tags", "hosts"])
+    def _rule(self, scope: str) -> dict:
         payload = {
             "rule_type": "BINARY",
             "identifier": self.rng.choice(RULE_KEYS),
@@ -165,20 +164,56 @@ class Analyst:
             payload["tags"] = ["eng"]
         elif scope == "hosts":
             payload["machine_ids"] = self.rng.sample(self.machine_ids, 3)
-        status, body = self.call("POST", "/api/v1/rules/", payload)
-        if status == 409:  # that key already has a rule with this scope: a refusal, fine
-            self.changes["refused"] += 1
-            return
-        assert status == 201, (status, body[:300])
-        self.rule_ids.append(json.loads(body)["id"])
-        self.changes[f"created for {scope}"] += 1
+        return payload
+
+    def change(self) -> None:
+        """One change: a rule created (for everyone, a tag or hosts), several at once, one or
+        several deleted, or a host told to clean-sync."""
+        action = self.rng.choice(["create", "create", "bulk", "delete", "bulk-delete", "clean"])
+        if action in ("delete", "bulk-delete") and len(self.rule_ids) < 2:
+            action = "create"
+        if action == "delete":
+            rule_id = self.rule_ids.pop(self.rng.randrange(len(self.rule_ids)))
+            status, body = self.call("DELETE", f"/api/v1/rules/{rule_id}/")
+            assert status == 204, (status, body[:300])
+        elif action == "bulk-delete":
+            ids = self.rng.sample(self.rule_ids, 2)
+            status, body = self.call("POST", "/api/v1/rules/bulk-delete/", {"ids": ids})
+            assert status == 200, (status, body[:300])
+            self.rule_ids = [i for i in self.rule_ids if i not in ids]
+        elif action == "clean":
+            machine_id = self.rng.choice(self.machine_ids)
+            status, body = self.call(
+                "PATCH", f"/api/v1/hosts/{machine_id}/", {"clean_sync_requested": "CLEAN"}
+            )
+            assert status == 200, (status, body[:300])
+        else:
+            if action == "bulk":
+                keys = self.rng.sample(RULE_KEYS, 6)
+                items = [{**self._rule("everyone"), "identifier": key} for key in keys]
+                status, body = self.call("POST", "/api/v1/rules/bulk/", {"rules": items})
+                created = json.loads(body)["results"] if status == 201 else []
+            else:
+                status, body = self.call(
+                    "POST", "/api/v1/rules/", self._rule(self.rng.choice(SCOPES))
+                )
+                created = [json.loads(body)] if status == 201 else []
+            # 409: a rule for that key and scope exists already (a refusal changes nothing).
+            assert status in (201, 409), (status, body[:300])
+            if status == 409:
+                action = "refused"
+            self.rule_ids += [rule["id"] for rule in created]
+        self.changes[action] += 1
 
 
 def test_a_fleet_soaks_through_a_faulty_network(django_db_setup, tmp_path, analyst):
     _require_postgresql()
     from tests.live import database_url
 
-    server = LiveServer(tmp_path, {"DATABASE_URL": database_url()})
+    server = LiveServer(
+        tmp_path,
+        {"DATABASE_URL": database_url(), "SYNC_RULES_PER_PAGE": str(RULES_PER_PAGE)},
+    )
     server.start()
     proxy = FaultyHttpProxy(server.address, FAULT_RATES, seed=SOAK_SEED).start()
     try:
@@ -252,6 +287,7 @@ def _soak(server: LiveServer, proxy: FaultyHttpProxy, analyst) -> None:
     report = (
         f"faults: {dict(proxy.counts)}; analyst: {dict(analyst_api.changes)}; "
         f"failed stages: {dict(sum((a.failures for a in agents), Counter()))}; "
+        f"paged syncs: {sum(a.paged_syncs for a in agents)}; "
         f"rss KiB warm {warm_rss} end {end_rss}"
     )
     print(report)
@@ -259,6 +295,7 @@ def _soak(server: LiveServer, proxy: FaultyHttpProxy, analyst) -> None:
     # The faults really happened, and the servers survived them without a 500.
     for name in FAULTS:
         assert proxy.counts[name] > 0, f"no {name} fault was injected: {report}"
+    assert sum(a.paged_syncs for a in agents) > 0, f"no download took several pages: {report}"
     assert server.worker_pids() == pids, f"a server process died and was replaced: {report}"
     assert "Internal Server Error" not in server.log.read_text(errors="replace"), tail(server.log)
 
