@@ -6,7 +6,6 @@ sessions, CSRF, auth, messages and redirects off the hot path entirely.
 """
 
 from django.core.exceptions import DisallowedHost
-from django.db import connection
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
@@ -31,7 +30,6 @@ class SyncMiddleware:
         # replaced; one lost without notice fails this request with 503 and Retry-After
         # (syncapi.base), and Django closes it after the request, so the retry gets a new one.
         drop_connection_closed_by_server()
-        connection.health_check_done = True
         try:
             request.get_host()  # ALLOWED_HOSTS, as for every other URL
         except DisallowedHost:

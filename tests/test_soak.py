@@ -65,6 +65,8 @@ FAULT_RATES = {
 SHAS = [f"{n:064x}" for n in range(0x5A0, 0x5A4)]
 RULE_KEYS = [f"{n:064x}" for n in range(0x7B0, 0x7D0)]
 SCOPES = ["everyone", "tags", "hosts"]
+# The analyst's changes, in this order, round and round (a bulk create first: several pages).
+ACTIONS = ["bulk", "create", "delete", "create", "clean", "bulk", "bulk-delete", "create"]
 # Small rule-download pages, so that downloads take several pages and retried pages (the same
 # cursor sent again) happen often.
 RULES_PER_PAGE = 3
@@ -146,6 +148,7 @@ class Analyst:
         self.rng = random.Random(seed)
         self.rule_ids: list[int] = []
         self.changes = Counter()
+        self.made = 0
 
     def call(self, method: str, path: str, payload=None):
         status, _, body = self.server.request(
@@ -171,9 +174,8 @@ class Analyst:
     def change(self) -> None:
         """One change: a rule created (for everyone, a tag or hosts), several at once, one or
         several deleted, or a host told to clean-sync."""
-        action = self.rng.choice(
-            ["create", "create", "create", "bulk", "bulk", "delete", "bulk-delete", "clean"]
-        )
+        action = ACTIONS[self.made % len(ACTIONS)]
+        self.made += 1
         if action in ("delete", "bulk-delete") and len(self.rule_ids) < 2:
             action = "create"
         if action == "delete":
