@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import select
 import weakref
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+
+logger = logging.getLogger("santaadmin.sync")
 
 TIMESTAMPTZ_OID = 1184
 # psycopg's default: a statement run this many times on a connection is prepared.
@@ -112,3 +116,35 @@ def upsert(model, objs: list, *, unique_fields: list[str], update_fields: list[s
     )
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def drop_connection_closed_by_server() -> None:
+    """Close this thread's idle persistent connection if the server has closed it, so the next
+    statement opens a new one; then mark the request's health check as done. The sync path's
+    replacement for Django's `SELECT 1` health check (CONN_HEALTH_CHECKS): one zero-timeout
+    poll() of the socket instead of a round trip.
+
+    Between requests nothing is in flight on an idle connection, so its socket has nothing to
+    read unless the server hung up (a restart, a failover, a proxy or pooler dropping it: the
+    server sends its FATAL notice and closes, and the socket reads EOF). Without this, the
+    first request on each such connection after the database came back would fail with 503.
+    A connection silently lost without a FIN (a network partition) is not seen here; that
+    request fails with 503 and Django closes the connection after it.
+    """
+    conn = connections[DEFAULT_DB_ALIAS]  # the thread-local lookup once, not per attribute
+    raw = conn.connection
+    if raw is not None and conn.vendor == "postgresql" and not conn.in_atomic_block:
+        try:
+            fd = raw.pgconn.socket
+        except Exception:  # psycopg.OperationalError: the connection is already known bad
+            fd = None
+        if fd is None or _readable(fd):
+            logger.info("Dropping a database connection the server closed")
+            conn.close()
+    conn.health_check_done = True
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
