@@ -116,6 +116,17 @@ else:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A database that cannot be reached, or a connection lost without the server closing
+        # it (a network partition, a failover), must fail the request (503) in seconds, not
+        # hold a worker thread until the kernel gives up on the socket. Options given in
+        # DATABASE_URL's query string win.
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
+        _options.setdefault("keepalives", 1)
+        _options.setdefault("keepalives_idle", 30)
+        _options.setdefault("keepalives_interval", 10)
+        _options.setdefault("keepalives_count", 3)
 
 for _db in DATABASES.values():
     if _db["ENGINE"] == "django.db.backends.sqlite3":

@@ -165,3 +165,27 @@ def test_healthz_reports_an_unreachable_broker(client, db, settings, monkeypatch
     assert response.status_code == 200  # syncs do not need the broker
     assert response.json()["broker"] == "unavailable"
     assert response.json()["status"] == "degraded"
+
+
+PRINT_DB_OPTIONS = (
+    "from django.conf import settings as s; o = s.DATABASES['default']['OPTIONS']; "
+    "print(o.get('connect_timeout'), o.get('keepalives'), o.get('keepalives_idle'))"
+)
+
+
+def test_database_connections_give_up_on_an_unreachable_database(tmp_path):
+    """A request must fail (503) within seconds when PostgreSQL is unreachable or a connection
+    was lost without a close, not hold a worker thread until the kernel gives up."""
+    result = manage("shell", "-c", PRINT_DB_OPTIONS, SANTAADMIN_VAR_DIR=str(tmp_path), **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "5 1 30"
+    url = PRODUCTION["DATABASE_URL"] + "?connect_timeout=2"
+    result = manage(
+        "shell",
+        "-c",
+        PRINT_DB_OPTIONS,
+        SANTAADMIN_VAR_DIR=str(tmp_path),
+        **{**PRODUCTION, "DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "9"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "2 1 30"  # the URL's own option wins

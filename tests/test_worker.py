@@ -495,10 +495,20 @@ def test_changes_wait_for_a_stopped_worker_but_delivery_does_not(
     assert holds(eng_silent, SHA_B)
 
 
-def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_agent):
+def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_agent, monkeypatch):
     """Redis stopped: the API still answers at once and agents get the rule; when Redis is
     back the same worker reconnects and its reconciler runs the fan-out whose message was
     never sent."""
+    from hosts.tasks import fanout_run
+
+    sends = []
+    real_apply_async = fanout_run.apply_async
+
+    def spy(*args, **kwargs):
+        sends.append(kwargs)
+        return real_apply_async(*args, **kwargs)
+
+    monkeypatch.setattr(fanout_run, "apply_async", spy)
     syncing = make_agent()
     silent = make_agent()
     for agent in (syncing, silent):
@@ -510,11 +520,11 @@ def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_a
     worker_pid = worker.proc.pid
 
     redis_server.stop()
-    started = time.monotonic()
     rule = create_rule(analyst_api, identifier=SHA_C)  # for everyone
-    elapsed = time.monotonic() - started
-    # CELERY_BROKER_CONNECTION_TIMEOUT is 2 s: the change must not wait on the broker longer.
-    assert elapsed < 5, f"POST /api/v1/rules/ took {elapsed:.1f}s with the broker down"
+    # The request does not wait on the broker: one publish attempt (bounded by
+    # CELERY_BROKER_CONNECTION_TIMEOUT), never Celery's publish retries. How long it took is
+    # the benchmarks' business, not a test's.
+    assert sends and all(kwargs.get("retry") is False for kwargs in sends), sends
     fanout_id = rule["fanout"]["id"]
     assert rule["fanout"]["state"] == "queued"
 
