@@ -10,26 +10,35 @@ counter or the sign-in records' inet column.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from django.conf import settings
 from django.http import HttpRequest
 
 
-def client_address(request: HttpRequest) -> str:
+def client_address(request: HttpRequest, proxies: int | None = None) -> str:
+    """`proxies`: NUM_PROXIES as already read (the sync path keeps its settings in memory)."""
     remote = request.META.get("REMOTE_ADDR", "")
-    proxies = settings.NUM_PROXIES
+    if proxies is None:
+        proxies = settings.NUM_PROXIES
     if not proxies:
         return remote
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
     if not forwarded:
         return remote
     entries = forwarded.split(",")
-    candidate = entries[-min(proxies, len(entries))].strip()
+    return _valid_address(entries[-min(proxies, len(entries))].strip()) or remote
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_address(candidate: str) -> str:
+    """The address in its canonical form, or "" when the text is not one (parsing an address
+    costs microseconds; the same few addresses come back again and again)."""
     try:
         address = ipaddress.ip_address(candidate)
     except ValueError:
-        return remote
+        return ""
     if getattr(address, "scope_id", None):
-        return remote
+        return ""
     return str(address)

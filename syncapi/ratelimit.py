@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from redis.exceptions import RedisError
 
@@ -139,13 +141,52 @@ class RedisCounter:
         return None
 
 
+@dataclass(frozen=True)
+class Config:
+    """The settings the limiter uses, read once: Django's settings object costs about a
+    microsecond per attribute read, several times this limiter's own work."""
+
+    per_machine: Rate | None
+    per_address: Rate | None
+    storage_uri: str
+    num_proxies: int
+    cert_meta_name: str
+
+    @classmethod
+    def from_settings(cls) -> Config:
+        header = settings.SYNC_CLIENT_CERT_HEADER
+        return cls(
+            per_machine=parse_rate(
+                "SYNC_RATE_LIMIT_PER_MACHINE", settings.SYNC_RATE_LIMIT_PER_MACHINE
+            ),
+            per_address=parse_rate(
+                "SYNC_RATE_LIMIT_PER_ADDRESS", settings.SYNC_RATE_LIMIT_PER_ADDRESS
+            ),
+            storage_uri=settings.SYNC_RATE_LIMIT_STORAGE,
+            num_proxies=settings.NUM_PROXIES,
+            cert_meta_name="HTTP_" + header.upper().replace("-", "_") if header else "",
+        )
+
+
+SETTINGS = {
+    "SYNC_RATE_LIMIT_PER_MACHINE",
+    "SYNC_RATE_LIMIT_PER_ADDRESS",
+    "SYNC_RATE_LIMIT_STORAGE",
+    "NUM_PROXIES",
+    "SYNC_CLIENT_CERT_HEADER",
+}
+
+
 class SyncRateLimiter:
     def __init__(self) -> None:
         self._storages: dict[str, MemoryCounter | RedisCounter] = {}
         self._paused_until = 0.0
+        self._config: Config | None = None
 
-    def storage(self) -> MemoryCounter | RedisCounter:
-        uri = settings.SYNC_RATE_LIMIT_STORAGE
+    def forget_settings(self) -> None:
+        self._config = None
+
+    def storage(self, uri: str) -> MemoryCounter | RedisCounter:
         storage = self._storages.get(uri)
         if storage is None:
             storage = MemoryCounter() if uri == "memory://" else RedisCounter(uri)
@@ -158,28 +199,30 @@ class SyncRateLimiter:
             if isinstance(storage, MemoryCounter):
                 storage.reset()
         self._paused_until = 0.0
+        self._config = None
 
     def refuse(self, request: HttpRequest, machine_id: str) -> Refusal | None:
         """None when the request may go on (and it was counted); else why not, having counted
         nothing."""
+        config = self._config
+        if config is None:
+            config = self._config = Config.from_settings()
         checks = []
-        per_machine = parse_rate(
-            "SYNC_RATE_LIMIT_PER_MACHINE", settings.SYNC_RATE_LIMIT_PER_MACHINE
-        )
-        if per_machine is not None:
-            checks.append((per_machine, f"m:{machine_id}:{_credential_digest(request)}"))
-        per_address = parse_rate(
-            "SYNC_RATE_LIMIT_PER_ADDRESS", settings.SYNC_RATE_LIMIT_PER_ADDRESS
-        )
-        if per_address is not None:
-            checks.append((per_address, f"a:{address_bucket(client_address(request))}"))
+        if config.per_machine is not None:
+            credential = request.META.get("HTTP_AUTHORIZATION", "")
+            if not credential and config.cert_meta_name:
+                credential = request.META.get(config.cert_meta_name, "")
+            checks.append((config.per_machine, f"m:{machine_id}:{credential_digest(credential)}"))
+        if config.per_address is not None:
+            address = client_address(request, config.num_proxies)
+            checks.append((config.per_address, f"a:{address_bucket(address)}"))
         if not checks:
             return None
         now = clock()
         if now < self._paused_until:
             return None
         try:
-            refused = self.storage().hit(now, checks)
+            refused = self.storage(config.storage_uri).hit(now, checks)
         except (RedisError, OSError) as exc:
             self._paused_until = now + PAUSE_SECONDS
             logger.warning(
@@ -199,13 +242,11 @@ class SyncRateLimiter:
         )
 
 
-def _credential_digest(request: HttpRequest) -> str:
-    """A short digest of what the request authenticates with (never the secret itself, which
-    would otherwise sit in Redis)."""
-    credential = request.META.get("HTTP_AUTHORIZATION", "")
-    if not credential and settings.SYNC_CLIENT_CERT_HEADER:
-        meta_name = "HTTP_" + settings.SYNC_CLIENT_CERT_HEADER.upper().replace("-", "_")
-        credential = request.META.get(meta_name, "")
+@functools.lru_cache(maxsize=1024)
+def credential_digest(credential: str) -> str:
+    """A short digest of what the request authenticates with (its Authorization header, or
+    the client-certificate issuer), never the secret itself, which would otherwise sit in
+    Redis. Cached: a fleet presents a handful of enrollment secrets."""
     if not credential:
         return "-"
     return hashlib.blake2b(credential.encode(), digest_size=8).hexdigest()
@@ -232,3 +273,9 @@ def address_bucket(address: str) -> str:
 
 
 limiter = SyncRateLimiter()
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting, **kwargs) -> None:
+    if setting in SETTINGS:
+        limiter.forget_settings()
