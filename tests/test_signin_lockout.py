@@ -185,7 +185,7 @@ def test_unlock_needs_a_valid_target(db):
         call_command("signin", "unlock", stdout=StringIO())
 
 
-def test_the_client_address_comes_from_trusted_proxies_only(pat, settings):
+def test_the_client_address_comes_from_trusted_proxies_only(pat, sam, settings):
     settings.NUM_PROXIES = 1
     for n in range(3):  # behind the proxy, each failure from another X-Forwarded-For entry
         sign_in("pat", WRONG, address="10.0.0.2", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
@@ -195,8 +195,9 @@ def test_the_client_address_comes_from_trusted_proxies_only(pat, settings):
         sign_in("pat", WRONG, **fail_from)
     assert_locked(sign_in("pat", PASSWORD, **fail_from))
     # An entry that is not an address counts as the connection's (no 500 from the inet column).
-    response = sign_in("pat", WRONG, address="10.0.0.2", HTTP_X_FORWARDED_FOR="not-an-ip")
+    response = sign_in("sam", WRONG, address="10.0.0.2", HTTP_X_FORWARDED_FOR="not-an-ip")
     assert response.status_code == 200
+    assert AccessAttempt.objects.get(username="sam").ip_address == "10.0.0.2"
 
 
 def test_other_ways_in_are_unaffected(pat, sam):
