@@ -138,6 +138,7 @@ def test_the_lockout_is_recorded_in_the_audit_trail(pat):
     }
     assert entry.source_ip == "10.7.7.7"
     assert verify() == AuditEntry.objects.count()
+    assert WRONG not in str(list(AccessAttempt.objects.values()))  # axes masks the password
 
 
 def test_an_admin_unlocks_with_the_command(pat):
