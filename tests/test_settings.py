@@ -14,6 +14,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "santa.example.com",
     "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
     "CACHE_URL": "redis://redis.internal:6379/1",
+    "API_THROTTLE_NUM_PROXIES": "1",
 }
 
 
@@ -57,6 +58,8 @@ def test_production_settings_pass_check_deploy():
         ({"CELERY_BROKER_URL": "", "CELERY_TASK_ALWAYS_EAGER": "1"}, "santaadmin.W002"),
         # Throttle counters per process: the API limits are multiplied by the workers.
         ({"CACHE_URL": ""}, "santaadmin.W003"),
+        # Behind the proxy every client would have its address: limits and lockouts shared.
+        ({"API_THROTTLE_NUM_PROXIES": "0"}, "santaadmin.W004"),
     ],
 )
 def test_check_deploy_warns_about_embedded_parts_in_production(override, warning):
@@ -104,6 +107,10 @@ def test_the_cache_comes_from_the_environment(tmp_path, env, expected):
         ("API_THROTTLE_RATE", "fast"),
         ("API_THROTTLE_ANON_RATE", "60/fortnight"),
         ("CACHE_URL", "memcached://127.0.0.1:11211"),
+        ("SYNC_RATE_LIMIT_PER_MACHINE", "600"),
+        ("SYNC_RATE_LIMIT_PER_ADDRESS", "lots/min"),
+        ("SYNC_RATE_LIMIT_STORAGE", "memcached://127.0.0.1:11211"),
+        ("SIGNIN_LOCKOUT_MINUTES", "0"),
     ],
 )
 def test_bad_throttle_or_cache_settings_stop_start_up(tmp_path, name, value):
