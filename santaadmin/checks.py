@@ -60,10 +60,10 @@ def production_client_address(app_configs, **kwargs):
     if not settings.EMBEDDED and not settings.NUM_PROXIES and counts_by_address:
         return [
             Warning(
-                "API_THROTTLE_NUM_PROXIES is 0: sync rate limits and sign-in lockouts count "
+                "TRUSTED_PROXY_COUNT is 0: sync rate limits and sign-in lockouts count "
                 "clients by the connection's address, which behind a reverse proxy is the "
                 "proxy's, shared by every Mac and every person.",
-                hint="Behind the TLS proxy set API_THROTTLE_NUM_PROXIES=1 and have the proxy "
+                hint="Behind the TLS proxy set TRUSTED_PROXY_COUNT=1 and have the proxy "
                 "set X-Forwarded-For (README, Production).",
                 id="santaadmin.W004",
             )

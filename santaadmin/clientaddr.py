@@ -2,7 +2,7 @@
 `X-Forwarded-For` entry added by the last of NUM_PROXIES trusted proxies.
 
 The same rule as the REST API's throttles (DRF's NUM_PROXIES, set from the same
-API_THROTTLE_NUM_PROXIES variable): with 0 proxies no header is trusted, since a client can send
+TRUSTED_PROXY_COUNT variable): with 0 proxies no header is trusted, since a client can send
 any. An entry that is not an IP address (a client's own text, when fewer proxies added entries
 than configured) falls back to the connection's address, so nothing unparsable reaches a
 counter or the sign-in records' inet column.

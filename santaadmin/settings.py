@@ -243,7 +243,9 @@ API_THROTTLE_ANON_RATE = _rate(
 )
 # Trusted proxies in front (X-Forwarded-For entries): the API's throttles, the sync rate limits
 # and the sign-in lockout all find the client's address with it (santaadmin.clientaddr).
-NUM_PROXIES = env.int("API_THROTTLE_NUM_PROXIES", default=0)
+# TRUSTED_PROXY_COUNT (formerly API_THROTTLE_NUM_PROXIES, still read): how many proxies in
+# front add an X-Forwarded-For entry naming the client (santaadmin.clientaddr).
+NUM_PROXIES = env.int("TRUSTED_PROXY_COUNT", default=env.int("API_THROTTLE_NUM_PROXIES", default=0))
 REST_FRAMEWORK = {
     # Order matters: a token, else a session; the last counts requests nobody authenticated.
     "DEFAULT_AUTHENTICATION_CLASSES": [

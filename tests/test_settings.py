@@ -14,7 +14,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "santa.example.com",
     "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
     "CACHE_URL": "redis://redis.internal:6379/1",
-    "API_THROTTLE_NUM_PROXIES": "1",
+    "TRUSTED_PROXY_COUNT": "1",
 }
 
 
@@ -59,7 +59,7 @@ def test_production_settings_pass_check_deploy():
         # Throttle counters per process: the API limits are multiplied by the workers.
         ({"CACHE_URL": ""}, "santaadmin.W003"),
         # Behind the proxy every client would have its address: limits and lockouts shared.
-        ({"API_THROTTLE_NUM_PROXIES": "0"}, "santaadmin.W004"),
+        ({"TRUSTED_PROXY_COUNT": "0"}, "santaadmin.W004"),
     ],
 )
 def test_check_deploy_warns_about_embedded_parts_in_production(override, warning):
