@@ -176,6 +176,7 @@ if not EMBEDDED:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "santaadmin.views.csrf_failure"
 
 # Content-Security-Policy on every response but /sync/ (answered before the middleware) and
 # static files: only the console's own script and stylesheet run, never anything inline, so

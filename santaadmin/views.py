@@ -153,6 +153,17 @@ def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
     return render(request, "403.html", status=403)
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A POST without a valid CSRF token (settings.CSRF_FAILURE_VIEW): the console's own 403
+    page, or the API's JSON error. Django's default page carries an inline <style> the
+    Content-Security-Policy blocks."""
+    if _wants_json(request):
+        return JsonResponse(
+            {"error": "csrf_failed", "detail": f"CSRF check failed: {reason}"}, status=403
+        )
+    return render(request, "403_csrf.html", {"reason": reason}, status=403)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"error": "server_error", "detail": "Internal error."}, status=500)
