@@ -58,6 +58,22 @@ def fresh_cache():
         yield
 
 
+@pytest.fixture(autouse=True)
+def sync_rate_limits_out_of_reach(settings):
+    """The suite syncs thousands of times from 127.0.0.1, some tests hundreds of times per
+    machine within a minute: the sync rate limits are counted (so their code runs on every
+    sync) in this process's memory, from zero in each test, at rates no test reaches.
+    tests/test_sync_rate_limits.py sets low ones."""
+    from syncapi.ratelimit import limiter
+
+    settings.SYNC_RATE_LIMIT_PER_MACHINE = "100000/min"
+    settings.SYNC_RATE_LIMIT_PER_ADDRESS = "1000000/min"
+    settings.SYNC_RATE_LIMIT_STORAGE = "memory://"
+    limiter.reset()
+    yield
+    limiter.reset()
+
+
 @pytest.fixture
 def enrollment(db):
     """(enrollment, secret) for an enrollment without tags."""

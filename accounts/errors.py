@@ -22,3 +22,7 @@ class InvalidToken(AccountsError):
 class TokenNameExists(AccountsError):
     status = 409
     code = "token_name_exists"
+
+
+class InvalidUnlock(AccountsError):
+    code = "invalid_unlock"

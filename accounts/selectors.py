@@ -36,3 +36,32 @@ def api_tokens_visible_to(user):
     if user.has_perm("accounts.view_apitoken"):
         return tokens
     return tokens.filter(user=user)
+
+
+def signin_lockouts():
+    """Current sign-in failure counters (django-axes' AccessAttempt rows within the cool-off),
+    per user name and address, most recent first; `locked` says which have reached a limit."""
+    from axes.models import AccessAttempt
+    from django.conf import settings
+    from django.db.models import Max, Sum
+    from django.utils import timezone
+
+    from .lockout import cool_off
+
+    since = timezone.now() - cool_off()
+    rows = list(
+        AccessAttempt.objects.filter(attempt_time__gte=since)
+        .values("username", "ip_address")
+        .annotate(failures=Sum("failures_since_start"), last=Max("attempt_time"))
+        .order_by("-last")
+    )
+    per_address: dict[str, int] = {}
+    for row in rows:
+        per_address[row["ip_address"]] = per_address.get(row["ip_address"], 0) + row["failures"]
+    address_limit = settings.SIGNIN_LOCKOUT_ADDRESS_FAILURES
+    for row in rows:
+        row["locked"] = row["failures"] >= settings.SIGNIN_LOCKOUT_FAILURES or bool(
+            address_limit and per_address[row["ip_address"]] >= address_limit
+        )
+        row["until"] = row["last"] + cool_off()
+    return rows

@@ -118,3 +118,42 @@ def api_token_touch(*, token: ApiToken, address: str | None, now=None) -> None:
         last_used_at=now, last_used_ip=address or None
     )
     token.last_used_at, token.last_used_ip = now, address or None
+
+
+def signin_unlock(
+    *, username: str = "", address: str = "", actor=None, actor_name: str | None = None
+) -> int:
+    """Forget the failed sign-ins of a user name (from every address), of an address (every
+    user name), or of both together, ending their lockout; recorded in the audit trail with the
+    number of failure counters removed. Returns that number."""
+    import ipaddress
+
+    from axes.models import AccessAttempt
+
+    from .errors import InvalidUnlock
+
+    if not username and not address:
+        raise InvalidUnlock("Name a user name, an address or both.")
+    if address:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise InvalidUnlock(f"{address!r} is not an IP address.", "address") from None
+    attempts = AccessAttempt.objects.all()
+    if username:
+        attempts = attempts.filter(username=username)
+    if address:
+        attempts = attempts.filter(ip_address=address)
+    with transaction.atomic():
+        removed, _ = attempts.delete()
+        target = " from ".join(part for part in (username, address) if part)
+        audit_record(
+            action="auth.sign_in_unlocked",
+            object_type="user" if username else "address",
+            object_id=(username or address)[:128],
+            object_repr=target,
+            after={"username": username, "address": address, "counters_removed": removed},
+            actor=actor,
+            actor_name=actor_name,
+        )
+    return removed

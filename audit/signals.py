@@ -62,6 +62,8 @@ def record_sign_in(sender, request, user, **kwargs):
 def record_sign_in_failed(sender, credentials, request=None, **kwargs):
     if current_request() is None:
         return
+    if getattr(request, "signin_refused", False):
+        return  # refused by a lockout, no password checked: the lockout is recorded once
     # Django has already replaced the password in `credentials`; only the name is kept.
     name = str(credentials.get(get_user_model().USERNAME_FIELD) or "")[:150]
     with transaction.atomic():

@@ -152,8 +152,13 @@ class BundleBinary(models.Model):
 class BinaryHost(models.Model):
     """A host that executed a binary: how often, when first and last, and by whom last."""
 
-    binary = models.ForeignKey(Binary, on_delete=models.CASCADE, related_name="host_stats")
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="binary_stats")
+    # No index of their own: binaryhost_unique and binaryhost_host_last lead with them.
+    binary = models.ForeignKey(
+        Binary, on_delete=models.CASCADE, related_name="host_stats", db_index=False
+    )
+    host = models.ForeignKey(
+        Host, on_delete=models.CASCADE, related_name="binary_stats", db_index=False
+    )
     executions = models.PositiveBigIntegerField(default=0)
     blocked = models.PositiveBigIntegerField(default=0)
     first_at = models.DateTimeField()
@@ -178,7 +183,10 @@ class BinaryHost(models.Model):
 class BinaryUser(models.Model):
     """A user (executing user as the agent reported it) who ran a binary."""
 
-    binary = models.ForeignKey(Binary, on_delete=models.CASCADE, related_name="user_stats")
+    # No index of its own: binaryuser_unique leads with it.
+    binary = models.ForeignKey(
+        Binary, on_delete=models.CASCADE, related_name="user_stats", db_index=False
+    )
     user = models.CharField(max_length=255)
     executions = models.PositiveBigIntegerField(default=0)
     first_at = models.DateTimeField()
@@ -266,9 +274,15 @@ class ApprovalRequest(models.Model):
 class Event(models.Model):
     """One execution event, every field the agent sent (protocol.md §4.4)."""
 
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events")
-    dedupe_key = models.CharField(max_length=64, unique=True, editable=False)
-    binary = models.ForeignKey(Binary, on_delete=models.PROTECT, related_name="events")
+    # Every index is paid on every stored event, so none is redundant: the two foreign keys
+    # are served by event_host_time and event_binary_time (which lead with them), and the
+    # dedupe key is unique by a constraint, which on PostgreSQL makes no second
+    # (varchar_pattern_ops) index the way unique=True does for LIKE queries nobody runs.
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events", db_index=False)
+    dedupe_key = models.CharField(max_length=64, editable=False)
+    binary = models.ForeignKey(
+        Binary, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     decision = models.CharField(max_length=40, choices=Decision.choices)
     execution_time = models.DateTimeField(null=True, blank=True)  # absent for BUNDLE_BINARY
     received_at = models.DateTimeField()
@@ -307,6 +321,7 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-execution_time", "-id"]
+        constraints = [models.UniqueConstraint(fields=["dedupe_key"], name="event_dedupe_key")]
         indexes = [
             models.Index(fields=["host", "execution_time"], name="event_host_time"),
             models.Index(fields=["binary", "execution_time"], name="event_binary_time"),

@@ -22,7 +22,7 @@ from django.db.models import Count, F, OuterRef, Subquery
 from django.utils import timezone
 
 from hosts.models import Host
-from santaadmin.db import prepared_cursor
+from santaadmin.db import prepared_cursor, upsert
 
 from .models import (
     Binary,
@@ -337,49 +337,46 @@ def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
             host_ids = sorted({row["host_id"] for row in event_rows.values()})
             list(Host.objects.select_for_update().filter(pk__in=host_ids).values_list("pk"))
         # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
-        if certificates:
-            Certificate.objects.bulk_create(
-                [certificates[k] for k in sorted(certificates)],
-                update_conflicts=True,
-                unique_fields=["sha256"],
-                update_fields=["cn", "org", "ou", "valid_from", "valid_until", "last_seen_at"],
-            )
-        if binaries:
-            Binary.objects.bulk_create(
-                [binaries[k] for k in sorted(binaries)],
-                update_conflicts=True,
-                unique_fields=["sha256"],
-                update_fields=[
-                    "file_name",
-                    "file_path",
-                    "team_id",
-                    "signing_id",
-                    "cdhash",
-                    "signing_status",
-                    "leaf_certificate",
-                    "signing_chain",
-                    "entitlements",
-                    "file_bundle_id",
-                    "file_bundle_name",
-                    "file_bundle_version_string",
-                    "last_seen_at",
-                ],
-            )
-        if bundles:
-            Bundle.objects.bulk_create(
-                [bundles[k] for k in sorted(bundles)],
-                update_conflicts=True,
-                unique_fields=["bundle_hash"],
-                update_fields=[
-                    "bundle_id",
-                    "name",
-                    "path",
-                    "version",
-                    "version_string",
-                    "binary_count",
-                    "last_seen_at",
-                ],
-            )
+        upsert(
+            Certificate,
+            [certificates[k] for k in sorted(certificates)],
+            unique_fields=["sha256"],
+            update_fields=["cn", "org", "ou", "valid_from", "valid_until", "last_seen_at"],
+        )
+        upsert(
+            Binary,
+            [binaries[k] for k in sorted(binaries)],
+            unique_fields=["sha256"],
+            update_fields=[
+                "file_name",
+                "file_path",
+                "team_id",
+                "signing_id",
+                "cdhash",
+                "signing_status",
+                "leaf_certificate",
+                "signing_chain",
+                "entitlements",
+                "file_bundle_id",
+                "file_bundle_name",
+                "file_bundle_version_string",
+                "last_seen_at",
+            ],
+        )
+        upsert(
+            Bundle,
+            [bundles[k] for k in sorted(bundles)],
+            unique_fields=["bundle_hash"],
+            update_fields=[
+                "bundle_id",
+                "name",
+                "path",
+                "version",
+                "version_string",
+                "binary_count",
+                "last_seen_at",
+            ],
+        )
         if bundle_members:
             BundleBinary.objects.bulk_create(
                 [BundleBinary(bundle_id=b, binary_id=s) for b, s in sorted(bundle_members)],
@@ -655,17 +652,36 @@ def events_defer(
         )
 
 
-def _claim(limit: int) -> list[EventUpload]:
-    return list(
-        EventUpload.objects.select_for_update(skip_locked=True)
+@dataclass
+class _Waiting:
+    pk: int
+    host: Host
+    received_at: datetime
+    payload: bytes
+
+
+def _claim(limit: int) -> list[_Waiting]:
+    """The oldest waiting uploads not claimed by another drain, locked (their hosts are not:
+    ingestion locks those itself, in order). Values, not model instances: building 500
+    EventUploads with their hosts cost a fifth of a drain."""
+    rows = (
+        EventUpload.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(attempts__lt=MAX_DRAIN_ATTEMPTS)
-        .select_related("host")
-        .order_by("id")[:limit]
+        .order_by("id")
+        .values_list("id", "host_id", "host__machine_id", "received_at", "payload")[:limit]
     )
+    hosts: dict[int, Host] = {}
+    waiting = []
+    for pk, host_id, machine_id, received_at, payload in rows:
+        host = hosts.get(host_id)
+        if host is None:
+            host = hosts[host_id] = Host(pk=host_id, machine_id=machine_id)
+        waiting.append(_Waiting(pk, host, received_at, bytes(payload)))
+    return waiting
 
 
-def _prepared(upload: EventUpload) -> IngestItem:
-    events, faa = _from_payload(bytes(upload.payload))
+def _prepared(upload: _Waiting) -> IngestItem:
+    events, faa = _from_payload(upload.payload)
     batch = events_prepare(
         machine_id=upload.host.machine_id,
         events=events,

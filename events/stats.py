@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from santaadmin.db import json_rows, prepared_cursor
+
 from .models import Binary, BinaryHost, BinaryUser, EventDay
 
 BUNDLE_BINARY = "BUNDLE_BINARY"
@@ -72,13 +74,11 @@ def _earlier(column: str, table: str) -> str:
 
 def _rows(types: tuple[str, ...], rows: list[list]) -> tuple[str, list]:
     """A row source for `rows` (each one value per column of the given PostgreSQL types):
-    on PostgreSQL `SELECT * FROM unnest(<one array per column>)`, a statement of fixed text
-    whatever the number of rows (prepared once; a VALUES list of 10,000 rows cost more to
-    build and parse than to run), elsewhere a VALUES list."""
+    on PostgreSQL one JSON parameter (santaadmin.db.json_rows), a statement of fixed text
+    whatever the number of rows (a VALUES list of 10,000 rows cost more to build and parse
+    than to run), elsewhere a VALUES list."""
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        return f"SELECT * FROM unnest({arrays})", columns  # noqa: S608 - the types are constants
+        return json_rows(types, rows)
     adapt = connection.ops.adapt_datetimefield_value
     one = "(" + ", ".join(["%s"] * len(types)) + ")"
     params = [
@@ -137,7 +137,7 @@ def _upsert_hosts(tallies: dict[tuple[str, int], _Tally]) -> dict[str, int]:
         f"fresh = false RETURNING binary_id, fresh"
     )
     new: dict[str, int] = defaultdict(int)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         for sha, fresh in cursor.fetchall():
             new[sha] += bool(fresh)
@@ -165,7 +165,7 @@ def _upsert_users(tallies: dict[tuple[str, str], list]) -> dict[str, int]:
         f"fresh = false RETURNING binary_id, fresh"
     )
     new: dict[str, int] = defaultdict(int)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         for sha, fresh in cursor.fetchall():
             new[sha] += bool(fresh)
@@ -239,7 +239,7 @@ def _update_binaries(binaries: dict[str, _Tally], new_hosts: dict, new_users: di
         f"ELSE {table}.last_executed_at END "
         f"FROM v WHERE {table}.sha256 = v.sha"
     )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
 
 

@@ -114,6 +114,7 @@ class LivenessWriter:
 
     def _run(self) -> None:
         last = time.monotonic()
+        failing_since = None
         while not self._stopping:
             # Wake at least twice a second, so a changed interval applies without a restart.
             interval = settings.SYNC_WRITE_BEHIND_SECONDS
@@ -131,8 +132,18 @@ class LivenessWriter:
 
                     events_drain_all()
             except Exception:
-                logger.exception("Background sync writes failed; retrying")
+                # Once per outage with the traceback, not at every tick while it lasts.
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.exception("Background sync writes failed; retrying")
                 connection.close()
+            else:
+                if failing_since is not None:
+                    logger.warning(
+                        "Background sync writes resumed after %.0f s",
+                        time.monotonic() - failing_since,
+                    )
+                    failing_since = None
         try:
             self.flush()
         finally:

@@ -972,8 +972,11 @@ def host_postflight(*, host: Host, report: PostflightReport) -> None:
     if changed.keys() == {"last_postflight_at"}:
         liveness.writer.postflight(host.pk, updates["last_postflight_at"], record)
     else:
-        Host.objects.filter(pk=host.pk).update(**changed)
-        record.save()
+        # Together or not at all: a connection lost between them must not leave the host's
+        # position advanced without its sync in the history (the agent retries the postflight).
+        with transaction.atomic():
+            Host.objects.filter(pk=host.pk).update(**changed)
+            record.save()
     for name, value in updates.items():
         setattr(host, name, value)
 

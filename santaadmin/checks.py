@@ -45,3 +45,27 @@ def production_cache(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register(deploy=True)
+def production_client_address(app_configs, **kwargs):
+    """Behind the TLS proxy of a production install, the connection's address is the proxy's:
+    with no trusted proxy every Mac would share one sync budget per address, and a few failed
+    sign-ins from anywhere would lock everyone out of a user name (santaadmin.clientaddr)."""
+    counts_by_address = (
+        settings.SYNC_RATE_LIMIT_PER_ADDRESS
+        or settings.SIGNIN_LOCKOUT_FAILURES
+        or settings.SIGNIN_LOCKOUT_ADDRESS_FAILURES
+    )
+    if not settings.EMBEDDED and not settings.NUM_PROXIES and counts_by_address:
+        return [
+            Warning(
+                "TRUSTED_PROXY_COUNT is 0: sync rate limits and sign-in lockouts count "
+                "clients by the connection's address, which behind a reverse proxy is the "
+                "proxy's, shared by every Mac and every person.",
+                hint="Behind the TLS proxy set TRUSTED_PROXY_COUNT=1 and have the proxy "
+                "set X-Forwarded-For (README, Production).",
+                id="santaadmin.W004",
+            )
+        ]
+    return []

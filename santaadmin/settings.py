@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "audit",
     "reports",
     "accounts",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -85,6 +86,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "audit.context.AuditContextMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a refused or locking sign-in into the lockout page (accounts.lockout).
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses sign-ins that are locked out before any password is checked.
+    "accounts.lockout.SignInLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "santaadmin.urls"
@@ -119,6 +128,17 @@ else:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A database that cannot be reached, or a connection lost without the server closing
+        # it (a network partition, a failover), must fail the request (503) in seconds, not
+        # hold a worker thread until the kernel gives up on the socket. Options given in
+        # DATABASE_URL's query string win.
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
+        _options.setdefault("keepalives", 1)
+        _options.setdefault("keepalives_idle", 30)
+        _options.setdefault("keepalives_interval", 10)
+        _options.setdefault("keepalives_count", 3)
 
 for _db in DATABASES.values():
     if _db["ENGINE"] == "django.db.backends.sqlite3":
@@ -246,6 +266,11 @@ API_THROTTLE_RATE = _rate("API_THROTTLE_RATE", env.str("API_THROTTLE_RATE", defa
 API_THROTTLE_ANON_RATE = _rate(
     "API_THROTTLE_ANON_RATE", env.str("API_THROTTLE_ANON_RATE", default="60/min")
 )
+# Trusted proxies in front (X-Forwarded-For entries): the API's throttles, the sync rate limits
+# and the sign-in lockout all find the client's address with it (santaadmin.clientaddr).
+# TRUSTED_PROXY_COUNT (formerly API_THROTTLE_NUM_PROXIES, still read): how many proxies in
+# front add an X-Forwarded-For entry naming the client (santaadmin.clientaddr).
+NUM_PROXIES = env.int("TRUSTED_PROXY_COUNT", default=env.int("API_THROTTLE_NUM_PROXIES", default=0))
 REST_FRAMEWORK = {
     # Order matters: a token, else a session; the last counts requests nobody authenticated.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -257,7 +282,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiRateThrottle"],
     # Proxies in front whose X-Forwarded-For entry names an anonymous client's address; 0
     # (the default) trusts no header and counts by the connection's address.
-    "NUM_PROXIES": env.int("API_THROTTLE_NUM_PROXIES", default=0),
+    "NUM_PROXIES": NUM_PROXIES,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "santaadmin.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
@@ -393,6 +418,53 @@ SYNC_WRITE_BEHIND_SECONDS = env.float("SYNC_WRITE_BEHIND_SECONDS", default=0.0 i
 # A header set by a TLS-terminating proxy with the verified client certificate's issuer DN
 # (e.g. nginx `$ssl_client_i_dn`); empty disables certificate authentication.
 SYNC_CLIENT_CERT_HEADER = env.str("SYNC_CLIENT_CERT_HEADER", default="")
+# Sync rate limits (syncapi.ratelimit), "<number>/<s|min|hour|day>", empty disables: per machine
+# (the machine id with the credential it presents) and per client address (NUM_PROXIES). A Mac
+# makes ~4 requests per sync every 10 minutes, ~25 for a clean sync of 20,000 rules, one per 50
+# events of a backlog; many Macs can share a NAT address. Counted in each web process
+# ("memory://") or fleet-wide in Redis ("redis://host:6379/2": a round trip per request).
+SYNC_RATE_LIMIT_PER_MACHINE = _rate(
+    "SYNC_RATE_LIMIT_PER_MACHINE", env.str("SYNC_RATE_LIMIT_PER_MACHINE", default="600/min")
+)
+SYNC_RATE_LIMIT_PER_ADDRESS = _rate(
+    "SYNC_RATE_LIMIT_PER_ADDRESS", env.str("SYNC_RATE_LIMIT_PER_ADDRESS", default="6000/min")
+)
+SYNC_RATE_LIMIT_STORAGE = env.str("SYNC_RATE_LIMIT_STORAGE", default="memory://")
+if not re.match(r"(memory://$|redis://|rediss://|unix://)", SYNC_RATE_LIMIT_STORAGE):
+    raise ImproperlyConfigured(
+        "SYNC_RATE_LIMIT_STORAGE must be memory:// or a redis://, rediss:// or unix:// URL."
+    )
+
+# --- Sign-in lockout (django-axes, accounts.lockout) -------------------------------------------
+# SIGNIN_LOCKOUT_FAILURES failed sign-ins for one user name from one address lock that pair
+# out, and SIGNIN_LOCKOUT_ADDRESS_FAILURES from one address (any user names) lock the address,
+# for SIGNIN_LOCKOUT_MINUTES after the last failure; the right password is refused meanwhile.
+# 0 disables the lockout (or the per-address part).
+SIGNIN_LOCKOUT_FAILURES = env.int("SIGNIN_LOCKOUT_FAILURES", default=5)
+SIGNIN_LOCKOUT_ADDRESS_FAILURES = env.int("SIGNIN_LOCKOUT_ADDRESS_FAILURES", default=30)
+SIGNIN_LOCKOUT_MINUTES = env.int("SIGNIN_LOCKOUT_MINUTES", default=15)
+if SIGNIN_LOCKOUT_FAILURES < 0 or SIGNIN_LOCKOUT_ADDRESS_FAILURES < 0 or SIGNIN_LOCKOUT_MINUTES < 1:
+    raise ImproperlyConfigured(
+        "SIGNIN_LOCKOUT_FAILURES and SIGNIN_LOCKOUT_ADDRESS_FAILURES must be 0 or more, "
+        "SIGNIN_LOCKOUT_MINUTES 1 or more."
+    )
+AXES_ENABLED = SIGNIN_LOCKOUT_FAILURES > 0
+# Callables reading the SIGNIN_LOCKOUT_* settings at each use.
+AXES_FAILURE_LIMIT = "accounts.lockout.failure_limit"
+AXES_COOLOFF_TIME = "accounts.lockout.cool_off"
+# Per user name *and* address: by name alone anyone could lock an admin out. The per-address
+# limit is added by the handler (accounts.lockout.SignInLockoutHandler).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "accounts.lockout.SignInLockoutHandler"
+AXES_CLIENT_IP_CALLABLE = "santaadmin.clientaddr.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Attempts refused during a lockout neither extend it nor write anything.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Sign-ins are in the audit trail; axes keeps only the failure counters.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ADMIN = False  # accounts.admin shows the counters with an audited "unlock" action
+AXES_VERBOSE = False
 
 LOGGING = {
     "version": 1,
@@ -400,5 +472,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "axes": {"level": "WARNING"},  # every sign-in at INFO; failures and lockouts stay
+    },
 }

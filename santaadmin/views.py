@@ -1,11 +1,13 @@
 import datetime
+import sys
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template import loader
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from drf_spectacular.views import SpectacularSwaggerSplitView
@@ -164,10 +166,37 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return render(request, "403_csrf.html", {"reason": reason}, status=403)
 
 
+# Seconds a client is asked to wait when the database is unreachable (as on /sync/).
+RETRY_AFTER_SECONDS = 30
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this while handling the exception, so it is still the current one.
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        return database_unavailable(request)
     if _wants_json(request):
         return JsonResponse({"error": "server_error", "detail": "Internal error."}, status=500)
     return render(request, "500.html", status=500)
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After when the database cannot be reached (down, restarting, network):
+    a temporary condition the client should retry, not an error of the application. The page
+    is static: rendering the console's layout would need the database (the signed-in user)."""
+    if _wants_json(request):
+        response = JsonResponse(
+            {
+                "error": "database_unavailable",
+                "detail": "The database is unavailable; retry later.",
+            },
+            status=503,
+        )
+    else:
+        response = HttpResponse(
+            loader.get_template("503.html").render(), status=503, content_type="text/html"
+        )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 class SwaggerDocsView(SpectacularSwaggerSplitView):

@@ -30,6 +30,7 @@ from rules.errors import RulesError
 
 from . import codec
 from .codec import JSON, ProtocolError, bad_request
+from .ratelimit import limiter
 
 logger = logging.getLogger("santaadmin.sync")
 
@@ -171,6 +172,16 @@ def sync_stage(request_message: str, response_message: str):
                 )
             try:
                 _check_machine_id(machine_id)
+                # Before any database work; a refused request changes nothing and counts
+                # against nothing (syncapi.ratelimit). Santa retries a 429 (§5.2).
+                refusal = limiter.refuse(request, machine_id)
+                if refusal is not None:
+                    return json_error(
+                        429,
+                        "rate_limited",
+                        refusal.detail,
+                        Retry_After=str(refusal.retry_after),
+                    )
                 fmt = codec.body_format(request.META.get("CONTENT_TYPE"))
                 sync = _authenticate(request, machine_id)
                 raw = _read_body(request)

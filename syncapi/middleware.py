@@ -6,9 +6,10 @@ sessions, CSRF, auth, messages and redirects off the hot path entirely.
 """
 
 from django.core.exceptions import DisallowedHost
-from django.db import connection
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
+
+from santaadmin.db import drop_connection_closed_by_server
 
 from .base import json_error
 
@@ -23,11 +24,12 @@ class SyncMiddleware:
     def __call__(self, request):
         if not request.path_info.startswith(PREFIX):
             return self.get_response(request)
-        # No `SELECT 1` before the first statement (CONN_HEALTH_CHECKS): a sync request answers
-        # a dead connection with 503 and Retry-After (syncapi.base), and Django closes a
-        # connection that raised at the end of the request, so the retry gets a new one. That
-        # round trip would be a fifth of a steady-state request's database work.
-        connection.health_check_done = True
+        # No `SELECT 1` before the first statement (CONN_HEALTH_CHECKS): that round trip would
+        # be a fifth of a steady-state request's database work. Instead a connection the
+        # database closed meanwhile (restart, failover) is noticed by polling its socket and
+        # replaced; one lost without notice fails this request with 503 and Retry-After
+        # (syncapi.base), and Django closes it after the request, so the retry gets a new one.
+        drop_connection_closed_by_server()
         try:
             request.get_host()  # ALLOWED_HOSTS, as for every other URL
         except DisallowedHost:

@@ -14,6 +14,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "santa.example.com",
     "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
     "CACHE_URL": "redis://redis.internal:6379/1",
+    "TRUSTED_PROXY_COUNT": "1",
 }
 
 
@@ -57,6 +58,8 @@ def test_production_settings_pass_check_deploy():
         ({"CELERY_BROKER_URL": "", "CELERY_TASK_ALWAYS_EAGER": "1"}, "santaadmin.W002"),
         # Throttle counters per process: the API limits are multiplied by the workers.
         ({"CACHE_URL": ""}, "santaadmin.W003"),
+        # Behind the proxy every client would have its address: limits and lockouts shared.
+        ({"TRUSTED_PROXY_COUNT": "0"}, "santaadmin.W004"),
     ],
 )
 def test_check_deploy_warns_about_embedded_parts_in_production(override, warning):
@@ -104,6 +107,10 @@ def test_the_cache_comes_from_the_environment(tmp_path, env, expected):
         ("API_THROTTLE_RATE", "fast"),
         ("API_THROTTLE_ANON_RATE", "60/fortnight"),
         ("CACHE_URL", "memcached://127.0.0.1:11211"),
+        ("SYNC_RATE_LIMIT_PER_MACHINE", "600"),
+        ("SYNC_RATE_LIMIT_PER_ADDRESS", "lots/min"),
+        ("SYNC_RATE_LIMIT_STORAGE", "memcached://127.0.0.1:11211"),
+        ("SIGNIN_LOCKOUT_MINUTES", "0"),
     ],
 )
 def test_bad_throttle_or_cache_settings_stop_start_up(tmp_path, name, value):
@@ -165,3 +172,27 @@ def test_healthz_reports_an_unreachable_broker(client, db, settings, monkeypatch
     assert response.status_code == 200  # syncs do not need the broker
     assert response.json()["broker"] == "unavailable"
     assert response.json()["status"] == "degraded"
+
+
+PRINT_DB_OPTIONS = (
+    "from django.conf import settings as s; o = s.DATABASES['default']['OPTIONS']; "
+    "print(o.get('connect_timeout'), o.get('keepalives'), o.get('keepalives_idle'))"
+)
+
+
+def test_database_connections_give_up_on_an_unreachable_database(tmp_path):
+    """A request must fail (503) within seconds when PostgreSQL is unreachable or a connection
+    was lost without a close, not hold a worker thread until the kernel gives up."""
+    result = manage("shell", "-c", PRINT_DB_OPTIONS, SANTAADMIN_VAR_DIR=str(tmp_path), **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "5 1 30"
+    url = PRODUCTION["DATABASE_URL"] + "?connect_timeout=2"
+    result = manage(
+        "shell",
+        "-c",
+        PRINT_DB_OPTIONS,
+        SANTAADMIN_VAR_DIR=str(tmp_path),
+        **{**PRODUCTION, "DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "9"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "2 1 30"  # the URL's own option wins

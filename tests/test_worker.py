@@ -495,10 +495,20 @@ def test_changes_wait_for_a_stopped_worker_but_delivery_does_not(
     assert holds(eng_silent, SHA_B)
 
 
-def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_agent):
+def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_agent, monkeypatch):
     """Redis stopped: the API still answers at once and agents get the rule; when Redis is
     back the same worker reconnects and its reconciler runs the fan-out whose message was
     never sent."""
+    from hosts.tasks import fanout_run
+
+    sends = []
+    real_apply_async = fanout_run.apply_async
+
+    def spy(*args, **kwargs):
+        sends.append(kwargs)
+        return real_apply_async(*args, **kwargs)
+
+    monkeypatch.setattr(fanout_run, "apply_async", spy)
     syncing = make_agent()
     silent = make_agent()
     for agent in (syncing, silent):
@@ -510,11 +520,11 @@ def test_broker_outage_during_a_change(worker, redis_server, analyst_api, make_a
     worker_pid = worker.proc.pid
 
     redis_server.stop()
-    started = time.monotonic()
     rule = create_rule(analyst_api, identifier=SHA_C)  # for everyone
-    elapsed = time.monotonic() - started
-    # CELERY_BROKER_CONNECTION_TIMEOUT is 2 s: the change must not wait on the broker longer.
-    assert elapsed < 5, f"POST /api/v1/rules/ took {elapsed:.1f}s with the broker down"
+    # The request does not wait on the broker: one publish attempt (bounded by
+    # CELERY_BROKER_CONNECTION_TIMEOUT), never Celery's publish retries. How long it took is
+    # the benchmarks' business, not a test's.
+    assert sends and all(kwargs.get("retry") is False for kwargs in sends), sends
     fanout_id = rule["fanout"]["id"]
     assert rule["fanout"]["state"] == "queued"
 
@@ -570,3 +580,111 @@ def test_a_report_written_by_the_worker_is_served_by_another_process(
     direct = auditor_api.get("/api/v1/reports/executions/export/", {"format": "csv"})
     assert content == b"".join(direct.streaming_content)
     assert len(content.splitlines()) == 11
+
+
+def _blocked_request(agent, sha: str, user: str) -> int:
+    """`user` ran `sha` on `agent`'s Mac, was blocked and asked for it; returns the request."""
+    from events.approvals import approval_request_submit
+    from events.models import Binary
+    from hosts.models import Host
+
+    agent.upload_events(
+        [
+            {
+                "file_sha256": sha,
+                "file_name": "Builder",
+                "decision": "BLOCK_UNKNOWN",
+                "execution_time": 1767225600,
+                "executing_user": user,
+            }
+        ]
+    )
+    return approval_request_submit(
+        binary=Binary.objects.get(pk=sha),
+        host=Host.objects.get(machine_id=agent.machine_id),
+        requester=user,
+        reason="I need it.",
+    ).pk
+
+
+def test_approvals_and_rule_changes_with_broker_and_worker_stopped(
+    worker, redis_server, analyst_api, analyst_console, make_agent
+):
+    """Redis and the worker both stopped: approving and denying requests (API and console),
+    creating and deleting rules answer at once with the change committed and audited, syncs
+    deliver it; once both are back the queued fan-outs run by themselves."""
+    from audit.models import AuditEntry
+    from events.models import ApprovalRequest
+    from hosts.models import FanOut
+    from rules.models import Rule
+
+    alice, bob, silent = make_agent(), make_agent(), make_agent()
+    for agent in (alice, bob, silent):
+        agent.sync()
+    by_api = _blocked_request(alice, SHA_A, "alice")
+    by_console = _blocked_request(bob, SHA_B, "bob")
+    denied = _blocked_request(alice, SHA_C, "alice")
+    doomed = create_rule(analyst_api, identifier="d" * 64)
+    wait_done(analyst_api, doomed["fanout"]["id"])
+
+    worker.stop()
+    redis_server.stop()
+
+    approved = analyst_api.post(
+        f"/api/v1/approval-requests/{by_api}/approve/",
+        {"rule_type": "BINARY", "justification": "Build tool.", "response": "Approved."},
+        format="json",
+    )
+    assert approved.status_code == 200, approved.content
+    console = analyst_console.post(
+        f"/requests/{by_console}/",
+        {
+            "action": "decide",
+            "rule_type": "BINARY",
+            "scope": "hosts",
+            "machine_ids": bob.machine_id,
+            "justification": "Bob's build tool",
+            "decision": "allow",
+        },
+    )
+    assert console.status_code == 302, console.content[:500]
+    refused = analyst_api.post(
+        f"/api/v1/approval-requests/{denied}/deny/", {"response": "No."}, format="json"
+    )
+    assert refused.status_code == 200, refused.content
+    created = create_rule(analyst_api, identifier="e" * 64)
+    deleted = analyst_api.delete(f"{RULES}{doomed['id']}/")
+    assert deleted.status_code == 204, deleted.content
+
+    states = dict(ApprovalRequest.objects.values_list("pk", "state"))
+    assert (states[by_api], states[by_console], states[denied]) == (
+        "approved",
+        "approved",
+        "denied",
+    )
+    actions = set(AuditEntry.objects.values_list("action", flat=True))
+    assert {"approval_request.approve", "approval_request.deny", "rule.create"} <= actions
+    assert "rule.delete" in actions
+    assert not Rule.objects.filter(pk=doomed["id"]).exists()
+    queued = set(FanOut.objects.filter(state="queued").values_list("pk", flat=True))
+    assert created["fanout"]["id"] in queued and len(queued) >= 4, queued
+
+    # Syncs deliver every change without the broker or the worker.
+    alice.sync()
+    bob.sync()
+    assert holds_policy(alice, SHA_A, "ALLOWLIST") and holds_policy(bob, SHA_B, "ALLOWLIST")
+    assert holds(alice, "e" * 64) and ("BINARY", "d" * 64) not in alice.rules
+    assert ("BINARY", SHA_B) not in alice.rules  # bob's approval was for bob's Mac
+
+    redis_server.start()
+    worker.start()
+    for fanout_id in queued:
+        wait_done(analyst_api, fanout_id, timeout=60)
+    summary = rule_detail(analyst_api, created["id"])["delivery_summary"]
+    assert summary["target_hosts"] == 3 and summary["confirmed_hosts"] == 2, summary
+    silent.sync()
+    assert holds(silent, "e" * 64) and ("BINARY", "d" * 64) not in silent.rules
+
+
+def holds_policy(agent, sha: str, policy: str) -> bool:
+    return agent.rules.get(("BINARY", sha), {}).get("policy") == policy
