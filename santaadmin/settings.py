@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -76,6 +77,8 @@ MIDDLEWARE = [
     "santaadmin.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: static files are answered before it and need no policy.
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -193,6 +196,28 @@ if not EMBEDDED:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "santaadmin.views.csrf_failure"
+
+# Content-Security-Policy on every response but /sync/ (answered before the middleware) and
+# static files: only the console's own script and stylesheet run, never anything inline, so
+# markup an agent or a user manages to inject cannot execute (defence behind the templates'
+# escaping). The console, the admin site and Swagger UI (/api/docs/, whose init script is served
+# from its own URL) all work under it; tests/browser/test_csp_browser.py walks them in Chromium.
+# img-src allows data: for the icons Swagger UI's stylesheet embeds.
+CSP_REPORT_URI = env.str("CSP_REPORT_URI", default="")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+        "report-uri": [CSP_REPORT_URI] if CSP_REPORT_URI else None,
+    },
+}
 
 # --- Console ------------------------------------------------------------------------------------
 # The console's address as users' browsers reach it (https://santa.example.com). Preflight

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from audit.api.views import AuditEntryViewSet
 from events.api.views import (
@@ -23,8 +23,18 @@ from reports.api.views import ReportViewSet
 from rules.api.views import RuleViewSet
 
 from . import views
+from .openapi import AnyRolePermission
+
+
+class ApiRootView(APIRootView):
+    """The router's index of endpoints, for holders of a role only (DRF's lets any signed-in
+    user read it: it skips model permissions)."""
+
+    permission_classes = [AnyRolePermission]
+
 
 router = DefaultRouter()
+router.APIRootView = ApiRootView
 router.register("rules", RuleViewSet, basename="rule")
 router.register("hosts", HostViewSet, basename="host")
 router.register("events", EventViewSet, basename="event")

@@ -155,6 +155,17 @@ def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
     return render(request, "403.html", status=403)
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A POST without a valid CSRF token (settings.CSRF_FAILURE_VIEW): the console's own 403
+    page, or the API's JSON error. Django's default page carries an inline <style> the
+    Content-Security-Policy blocks."""
+    if _wants_json(request):
+        return JsonResponse(
+            {"error": "csrf_failed", "detail": f"CSRF check failed: {reason}"}, status=403
+        )
+    return render(request, "403_csrf.html", {"reason": reason}, status=403)
+
+
 # Seconds a client is asked to wait when the database is unreachable (as on /sync/).
 RETRY_AFTER_SECONDS = 30
 
@@ -190,7 +201,10 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
 
 class SwaggerDocsView(SpectacularSwaggerSplitView):
     """The API docs (Swagger UI); a visitor who is not signed in goes to the sign-in page
-    and comes back after signing in (?next=)."""
+    and comes back after signing in (?next=). Its page has no inline style or script, for
+    the Content-Security-Policy (templates/api/swagger_ui.html)."""
+
+    template_name = "api/swagger_ui.html"
 
     def handle_exception(self, exc):
         if isinstance(exc, exceptions.NotAuthenticated):

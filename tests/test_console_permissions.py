@@ -2,43 +2,22 @@
 without `console_view` fails here instead of being open."""
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
 
 from santaadmin.console import ANY_ROLE
 from santaadmin.roles import ANALYST, AUDITOR
+from tests.console_walk import NOT_CONSOLE, PUBLIC_CONSOLE, route, walk
 
-# Console URLs that are deliberately not behind a role.
-PUBLIC = {
-    "login",  # the sign-in page
-    "logout",  # signing out needs no role
-    "events:request_public",  # Santa's block dialog opens it for any user of a Mac
-    "healthz",
-}
-NOT_CONSOLE = ("admin/", "api/", "sync/", "static/")
+PUBLIC = PUBLIC_CONSOLE  # console URLs deliberately not behind a role (reasons in console_walk)
 ARGS = {"pk": 1, "sha256": "0" * 64, "kind": "rules"}
 
 
-def _walk(patterns, prefix="", namespace=""):
-    for entry in patterns:
-        if isinstance(entry, URLResolver):
-            ns = entry.namespace or namespace
-            yield from _walk(entry.url_patterns, prefix + str(entry.pattern), ns)
-        elif isinstance(entry, URLPattern):
-            name = f"{namespace}:{entry.name}" if namespace and entry.name else entry.name
-            yield prefix + str(entry.pattern), name, entry.callback
-
-
 def _route(pattern: str) -> str:
-    path = pattern
-    for key, value in ARGS.items():
-        for converter in ("int", "str", "slug"):
-            path = path.replace(f"<{converter}:{key}>", str(value))
-    return "/" + path.lstrip("^").rstrip("$")
+    return route(pattern, ARGS)
 
 
 CONSOLE = [
     (name, _route(pattern), callback)
-    for pattern, name, callback in _walk(get_resolver().url_patterns)
+    for pattern, name, callback in walk()
     if not pattern.startswith(NOT_CONSOLE) and name not in PUBLIC and "<" not in _route(pattern)
 ]
 IDS = [name for name, _, _ in CONSOLE]
