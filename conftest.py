@@ -23,9 +23,13 @@ _serials = itertools.count(1)
 # per file on two cores; HYPOTHESIS_PROFILE=deep runs many more examples locally. No deadline:
 # a request's time depends on the machine, and timings belong in the benchmarks. Fixtures are
 # function-scoped on purpose: each example rolls back its own writes (tests/fuzzing.py).
-_FUZZ_HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+_FUZZ_HEALTH = [
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+]
 hypothesis_settings.register_profile(
-    "ci", max_examples=40, deadline=None, suppress_health_check=_FUZZ_HEALTH, derandomize=False
+    "ci", max_examples=40, deadline=None, suppress_health_check=_FUZZ_HEALTH
 )
 hypothesis_settings.register_profile(
     "deep", max_examples=2000, deadline=None, suppress_health_check=_FUZZ_HEALTH

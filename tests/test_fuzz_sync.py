@@ -23,11 +23,13 @@ import zlib
 import pytest
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import event as tally
 from hypothesis import strategies as st
 
 from hosts.models import Host
 from rules.services import RuleInput, rule_create
+from syncapi.codec import body_format
 from syncapi.schema import CLASSES, ENUMS, SPECS
 from tests.agent import parse_response
 from tests.fuzzing import json_error, json_values, odd_text, rolled_back
@@ -365,16 +367,18 @@ def send(client, stage, machine_id, secret, body, content_type, encoding):
 
 def check(client, stage, machine_id, secret, request) -> int:
     """Send one request; 200 that parses, or a refusal that changed nothing; never a 5xx."""
-    body, content_type, encoding, fmt = request
+    body, content_type, encoding, _sent_format = request
     note(f"{stage} {machine_id} {content_type!r} {encoding!r} {len(body)} bytes: {body[:300]!r}")
     with rolled_back():
         before = snapshot()
         response = send(client, stage, machine_id, secret, body, content_type, encoding)
         note(f"-> {response.status_code} {response.content[:300]!r}")
-        event(f"status {response.status_code}")  # --hypothesis-show-statistics
+        tally(f"status {response.status_code}")  # --hypothesis-show-statistics
         assert response.status_code < 500, response.content
         if response.status_code == 200:
             answered = "proto" if response["Content-Type"] == PROTOBUF else "json"
+            expected = "proto" if body_format(content_type) == PROTOBUF else "json"
+            assert answered == expected, "the answer is not in the format of the request"
             parse_response(RESPONSE[stage], response.content, answered)
         else:
             assert 400 <= response.status_code < 500, response.status_code
