@@ -205,6 +205,8 @@ else:
 
 # --- REST API -----------------------------------------------------------------------------------
 API_MAX_PAGE_SIZE = 1000
+# Rules one request may create or delete: bulk create, bulk delete, import (API and console).
+API_MAX_BULK_RULES = env.int("API_MAX_BULK_RULES", default=20_000)
 
 
 def _rate(name: str, value: str) -> str:
