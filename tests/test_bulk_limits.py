@@ -104,3 +104,16 @@ def test_console_import_over_the_limit(analyst_console):
     assert response.status_code == 400
     assert "API_MAX_BULK_RULES (3)" in " ".join(response.context["form"].errors["file"])
     assert state() == before
+
+
+@pytest.mark.parametrize("rule_id", [2**63, 2**64 + 5, 10**30])
+def test_bulk_delete_id_beyond_64_bits_is_a_400(analyst_api, rule_id):
+    """Found by tests/test_fuzz_forms.py: an id past BigAutoField's range reached the database
+    (OverflowError on SQLite, an out-of-range error on PostgreSQL): a 500."""
+    rule = rule_create(data=RuleInput("BINARY", sha(1), "BLOCKLIST"))
+    before = state()
+    response = analyst_api.post(
+        "/api/v1/rules/bulk-delete/", {"ids": [rule.pk, rule_id]}, format="json"
+    )
+    assert_error(response, 400, "ids")
+    assert state() == before

@@ -178,6 +178,9 @@ class RuleInputSerializer(StrictSerializer):
         return rule_snapshot(rule)
 
 
+MAX_ID = 2**63 - 1
+
+
 def _at_most_bulk_rules(items: list) -> list:
     """A request creates or deletes at most API_MAX_BULK_RULES rules (one transaction)."""
     limit = settings.API_MAX_BULK_RULES
@@ -197,7 +200,11 @@ class RuleBulkSerializer(StrictSerializer):
 
 
 class RuleBulkDeleteSerializer(StrictSerializer):
-    ids = serializers.ListField(child=StrictIntegerField(min_value=1), min_length=1)
+    # Ids are BigAutoField keys: a larger number names no rule, and a database cannot even
+    # compare it (SQLite overflows, PostgreSQL refuses it), so it is a 400 like any unknown id.
+    ids = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=MAX_ID), min_length=1
+    )
     justification = StrictCharField(
         required=False, allow_blank=True, max_length=8192, trim_whitespace=False
     )
