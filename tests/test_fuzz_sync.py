@@ -338,6 +338,9 @@ def _machine_ids():
 def fuzz_limits(settings):
     settings.SYNC_MAX_STRING_LENGTH = STRING_LIMIT
     settings.SYNC_MAX_LIST_LENGTH = LIST_LIMIT
+    # conftest's liveness_in_request: every write of a stage happens in its request (no
+    # write-behind thread, no deferred event inbox), so the snapshot after it sees them all.
+    assert settings.SYNC_WRITE_BEHIND_SECONDS == 0 and not settings.SYNC_DEFER_EVENTS
 
 
 @pytest.fixture
@@ -391,7 +394,7 @@ FUZZ = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, Heal
 
 
 @pytest.mark.parametrize("stage", STAGES)
-@FUZZ
+@settings(FUZZ, max_examples=2 * settings.default.max_examples)  # the widest net: twice as long
 @given(data=st.data())
 def test_fuzzed_request(client, secret, registered, stage, data):
     machine_id = data.draw(_machine_ids(), label="machine_id")
