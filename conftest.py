@@ -1,12 +1,15 @@
 """Shared actors for every test: enrollments, simulated agents, API clients per role."""
 
 import itertools
+import os
 import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.cache import caches
 from django.test import override_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from accounts.services import api_token_create
@@ -15,6 +18,23 @@ from santaadmin.roles import ADMIN, ANALYST, AUDITOR
 from tests.agent import SimulatedAgent, django_transport
 
 _serials = itertools.count(1)
+
+# Property-based tests (tests/test_fuzz_*.py). "ci", the default, keeps them to about a minute
+# per file on two cores; HYPOTHESIS_PROFILE=deep runs many more examples locally. No deadline:
+# a request's time depends on the machine, and timings belong in the benchmarks. Fixtures are
+# function-scoped on purpose: each example rolls back its own writes (tests/fuzzing.py).
+_FUZZ_HEALTH = [
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+]
+hypothesis_settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=_FUZZ_HEALTH
+)
+hypothesis_settings.register_profile(
+    "deep", max_examples=2000, deadline=None, suppress_health_check=_FUZZ_HEALTH
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -34,7 +35,6 @@ from .identifiers import normalize_identifier
 from .models import Policy, Rule, RuleType
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
-MAX_IMPORT_RULES = 20_000
 
 TEXT_KEYS = ("custom_msg", "custom_url", "cel_expr", "comment")
 # santactl's keys, in the order of its dictionaryRepresentation.
@@ -219,10 +219,11 @@ def _parse_json(text: str) -> ParsedFile:
     items = document["rules"]
     if not isinstance(items, list):
         raise ImportProblem('"rules" must be a list of rule objects.')
-    if len(items) > MAX_IMPORT_RULES:
+    limit = settings.API_MAX_BULK_RULES
+    if len(items) > limit:
         raise ImportProblem(
             f"The file holds {len(items):,} rules; one import takes at most "
-            f"{MAX_IMPORT_RULES:,}. Split it into several files."
+            f"API_MAX_BULK_RULES ({limit:,}). Split it into several files."
         )
     rules, labelled = [], 0
     for number, item in enumerate(items, start=1):
@@ -317,10 +318,11 @@ def _parse_csv(text: str) -> ParsedFile:
                     f"{label} has {len(row)} field{'s' if len(row) != 1 else ''}; "
                     f"the header has {len(header)}."
                 )
-            if len(rules) >= MAX_IMPORT_RULES:
+            if len(rules) >= settings.API_MAX_BULK_RULES:
                 raise ImportProblem(
-                    f"The file holds more than {MAX_IMPORT_RULES:,} rules; one import takes "
-                    "at most that many. Split it into several files."
+                    f"The file holds more than API_MAX_BULK_RULES "
+                    f"({settings.API_MAX_BULK_RULES:,}) rules, the most one import takes. "
+                    "Split it into several files."
                 )
             values = {name: _csv_unescape(cell) for name, cell in zip(header, row, strict=True)}
             for key in CSV_REQUIRED:

@@ -250,6 +250,8 @@ else:
 
 # --- REST API -----------------------------------------------------------------------------------
 API_MAX_PAGE_SIZE = 1000
+# Rules one request may create or delete: bulk create, bulk delete, import (API and console).
+API_MAX_BULK_RULES = env.int("API_MAX_BULK_RULES", default=20_000)
 
 
 def _rate(name: str, value: str) -> str:
@@ -287,6 +289,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "santaadmin.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "santaadmin.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "santaadmin.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_SCHEMA_CLASS": "santaadmin.openapi.ErrorAutoSchema",

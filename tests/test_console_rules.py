@@ -796,7 +796,8 @@ def test_import_limits(db, analyst_console, settings):
     too_many = import_post(analyst_console, {"rules": [item] * 20_001})
     assert too_many.status_code == 400
     assert (
-        "The file holds 20,001 rules; one import takes at most 20,000" in too_many.content.decode()
+        "The file holds 20,001 rules; one import takes at most API_MAX_BULK_RULES (20,000)"
+        in too_many.content.decode()
     )
 
     rows = "".join(f"BINARY,{n:064x},BLOCKLIST\n" for n in range(20_001))
@@ -804,7 +805,7 @@ def test_import_limits(db, analyst_console, settings):
         analyst_console, "rule_type,identifier,policy\n" + rows, name="rules.csv"
     )
     assert too_many_rows.status_code == 400
-    assert "more than 20,000 rules" in too_many_rows.content.decode()
+    assert "more than API_MAX_BULK_RULES (20,000) rules" in too_many_rows.content.decode()
 
     big = json.dumps({"rules": [{**item, "comment": "x" * (5 * 1024 * 1024)}]})
     too_big = import_post(analyst_console, big)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
@@ -177,17 +178,39 @@ class RuleInputSerializer(StrictSerializer):
         return rule_snapshot(rule)
 
 
+MAX_ID = 2**63 - 1
+
+
+def _at_most_bulk_rules(items: list) -> list:
+    """A request creates or deletes at most API_MAX_BULK_RULES rules (one transaction)."""
+    limit = settings.API_MAX_BULK_RULES
+    if len(items) > limit:
+        raise serializers.ValidationError(
+            f"At most API_MAX_BULK_RULES ({limit:,}) rules per request; {len(items):,} given. "
+            "Split them into several requests."
+        )
+    return items
+
+
 class RuleBulkSerializer(StrictSerializer):
-    rules = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20000)
+    rules = serializers.ListField(child=serializers.DictField(), min_length=1)
+
+    def validate_rules(self, items: list) -> list:
+        return _at_most_bulk_rules(items)
 
 
 class RuleBulkDeleteSerializer(StrictSerializer):
+    # Ids are BigAutoField keys: a larger number names no rule, and a database cannot even
+    # compare it (SQLite overflows, PostgreSQL refuses it), so it is a 400 like any unknown id.
     ids = serializers.ListField(
-        child=StrictIntegerField(min_value=1), min_length=1, max_length=20000
+        child=StrictIntegerField(min_value=1, max_value=MAX_ID), min_length=1
     )
     justification = StrictCharField(
         required=False, allow_blank=True, max_length=8192, trim_whitespace=False
     )
+
+    def validate_ids(self, ids: list) -> list:
+        return _at_most_bulk_rules(ids)
 
 
 class RuleImportOptionsSerializer(StrictSerializer):
