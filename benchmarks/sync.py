@@ -565,7 +565,9 @@ def wrk_bodies(machines, duration) -> dict[str, list[tuple[str, bytes]]]:
     return bodies
 
 
-def wrk_stages(server, secret, machines, duration, work, stages) -> list[WrkResult]:
+def wrk_stages(
+    server, secret, machines, duration, work, stages, *, drain_here: bool = False
+) -> list[WrkResult]:
     from events.models import Event
 
     bodies = wrk_bodies(machines, duration)
@@ -574,7 +576,7 @@ def wrk_stages(server, secret, machines, duration, work, stages) -> list[WrkResu
         before = Event.objects.count()
         result = run_wrk(server, secret, stage, bodies[stage], duration, work)
         if stage == "eventupload":
-            wait_drained()
+            wait_drained(drain_here=drain_here)
             stored = Event.objects.count() - before
             sent = min(result.requests, len(bodies[stage]))
             if stored < sent - result.errors - 16:  # in-flight requests at the end
@@ -609,7 +611,11 @@ def section_levers(env, secret, machines, duration, work) -> list[tuple[str, lis
     for name, overrides in LEVERS:
         with Server({**env, **overrides}) as server:
             print(f"levers: {name}", file=sys.stderr)
-            rows.append((name, wrk_stages(server, secret, machines, duration, work, LEVER_STAGES)))
+            drain_here = overrides.get("SYNC_WRITE_BEHIND_SECONDS") == "0"
+            results = wrk_stages(
+                server, secret, machines, duration, work, LEVER_STAGES, drain_here=drain_here
+            )
+            rows.append((name, results))
     return rows
 
 
@@ -749,15 +755,21 @@ def section_clean(server, secret, serial: int) -> dict:
     return result
 
 
-def wait_drained(timeout: float = 600) -> float:
-    """Seconds until no accepted upload is waiting to be stored (SYNC_DEFER_EVENTS)."""
+def wait_drained(timeout: float = 600, *, drain_here: bool = False) -> float:
+    """Seconds until no accepted upload is waiting to be stored (SYNC_DEFER_EVENTS). With
+    `drain_here` this process stores them, as the `events.drain` task would: a server without
+    write-behind (SYNC_WRITE_BEHIND_SECONDS=0) has no background thread to do it."""
     from events.models import EventUpload
+    from events.services import events_drain_all
 
     start = time.monotonic()
     while EventUpload.objects.filter(attempts=0).exists():
         if time.monotonic() - start > timeout:
             raise RuntimeError("accepted uploads were not stored within 10 minutes")
-        time.sleep(0.1)
+        if drain_here:
+            events_drain_all()
+        else:
+            time.sleep(0.1)
     return time.monotonic() - start
 
 

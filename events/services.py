@@ -332,10 +332,19 @@ def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
     with transaction.atomic():
         if event_rows:
             # One upload per host at a time: event keys are per host, so under these locks
-            # (sorted: two writers never wait on each other in opposite orders) the "already
-            # stored" check below is exact and a replay is never counted twice.
+            # the "already stored" check below is exact and a replay is never counted twice.
+            # Taken in id order, the order of the write-behind's host updates (Host's default
+            # ordering, by machine id, let a drain and a flush deadlock), and as NO KEY
+            # UPDATE: a plain FOR UPDATE also blocks the key-share lock of every foreign-key
+            # check on the host, so each upload accepted meanwhile (an EventUpload row points
+            # at its host) waited for the whole drain.
             host_ids = sorted({row["host_id"] for row in event_rows.values()})
-            list(Host.objects.select_for_update().filter(pk__in=host_ids).values_list("pk"))
+            list(
+                Host.objects.select_for_update(no_key=True)
+                .filter(pk__in=host_ids)
+                .order_by("pk")
+                .values_list("pk")
+            )
         # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
         upsert(
             Certificate,

@@ -33,6 +33,26 @@ def test_secret_is_stored_hashed(enrollment):
     assert len(stored.secret_hash) == 64
 
 
+def test_secrets_are_compared_in_constant_time(make_agent, enrollment, monkeypatch):
+    """The row is found by the secret's hash; the hash read back is then compared with
+    hmac.compare_digest, whose time does not depend on where two values first differ."""
+    import hmac
+
+    from hosts import selectors
+
+    compared = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(selectors.hmac, "compare_digest", spy)
+    make_agent().preflight()
+    stored = Enrollment.objects.get(pk=enrollment[0].pk).secret_hash
+    assert (stored, selectors.hash_secret(enrollment[1])) in compared
+
+
 def test_revocation_is_immediate(agent, enrollment):
     agent.sync()
     enrollment_revoke(name=enrollment[0].name)
