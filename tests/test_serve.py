@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from django.core.management import CommandError
 
 from syncapi.management.commands.serve import server_command
+from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,18 +32,12 @@ def test_a_bad_bind_is_refused(bind):
         server_command(bind=bind, workers=1, threads=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_it_serves_the_console_and_the_agents(tmp_path):
     """A real server process on embedded settings: health, a refused sync, a real preflight."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env["SANTAADMIN_VAR_DIR"] = str(tmp_path)
     env["WEB_CONCURRENCY"], env["WEB_THREADS"] = "1", "2"
-    port = _free_port()
+    port = free_port()
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     created = subprocess.run(

@@ -21,18 +21,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
+
+from tests.live import free_port, wait_for
 
 REQUIRED = os.environ.get("SANTAADMIN_REQUIRE_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,24 +59,6 @@ def _require(condition: bool, what: str) -> None:
     if REQUIRED:
         pytest.fail(f"{what} is required (SANTAADMIN_REQUIRE_SERVICES=1) but not available")
     pytest.skip(f"{what} not available: a real Celery worker needs it (CI=true .ci/run has it)")
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0, every=0.2):
-    """Poll until predicate() is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tail(path: Path, chars: int = 20000) -> str:
@@ -108,7 +89,7 @@ class RedisServer:
     """A private redis-server on a free port, which a test may stop and start again."""
 
     def __init__(self, directory: Path):
-        self.directory, self.port = directory, _free_port()
+        self.directory, self.port = directory, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = directory / "redis.log"
         self.proc: subprocess.Popen | None = None
