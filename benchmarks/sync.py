@@ -591,8 +591,8 @@ def wrk_stages(
     return results
 
 
-def section_wrk(server, secret, machines, duration, work) -> list[WrkResult]:
-    return wrk_stages(server, secret, machines, duration, work, STAGES)
+def section_wrk(server, secret, machines, duration, work, stages=STAGES) -> list[WrkResult]:
+    return wrk_stages(server, secret, machines, duration, work, stages)
 
 
 # What each switchable lever of the hot path gains: the server restarted with one of them off.
@@ -972,6 +972,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=20, help="seconds per wrk run")
     parser.add_argument("--fleet", type=int, default=1_000, help="machines in the fleet run")
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run")
+    parser.add_argument(
+        "--stages", default=",".join(STAGES), help="stages of the wrk section (iterating on one)"
+    )
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--source", help="what code is measured (default: git HEAD)")
@@ -1012,7 +1015,8 @@ def main(argv: list[str] | None = None) -> None:
                 file=sys.stderr,
             )
             if "wrk" in only:
-                wrk = section_wrk(server, secret, machines, args.duration, work)
+                stages = [s for s in STAGES if s in args.stages.split(",")]
+                wrk = section_wrk(server, secret, machines, args.duration, work, stages)
             if "fleet" in only:
                 fleet = section_fleet(server, secret, machines, args.duration)
             if "ingest" in only:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Mod
 from django.utils import timezone
 
 from hosts.models import Host
@@ -35,7 +37,7 @@ from .models import (
     FileAccessDecision,
     FileAccessEvent,
 )
-from .stats import stats_record
+from .stats import stats_count, stats_record_binaries, stats_record_pairs
 
 logger = logging.getLogger("santaadmin.events")
 # Django builds a choices' .values list on every access: once here, for every event.
@@ -345,32 +347,27 @@ def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
                 .order_by("pk")
                 .values_list("pk")
             )
-        # Sorted upserts: two concurrent batches lock catalogue rows in the same order.
+        # What is the batch's own comes first: its events, its per-host and per-user counts.
+        # The rows that concurrent drains share (certificates, bundles, binaries, daily
+        # counts) come last, each table in key order, so that they are locked for the
+        # shortest time and always in the same order; the foreign keys to them are checked
+        # at commit (PostgreSQL's are deferred).
+        new: list[dict] = []
+        if event_rows:
+            # Replays (the agent retries; events are uploaded out of band too) are stored
+            # once and counted once: only keys not yet stored feed the statistics.
+            stored = _stored_keys(list(event_rows))
+            new = [event_rows[k] for k in sorted(event_rows) if k not in stored]
+            _insert_events(new)
+        if faa_rows:
+            FileAccessEvent.objects.bulk_create(faa_rows, ignore_conflicts=True, batch_size=500)
+        counts = stats_count(new)
+        stats_record_pairs(counts)
         upsert(
             Certificate,
             [certificates[k] for k in sorted(certificates)],
             unique_fields=["sha256"],
             update_fields=["cn", "org", "ou", "valid_from", "valid_until", "last_seen_at"],
-        )
-        upsert(
-            Binary,
-            [binaries[k] for k in sorted(binaries)],
-            unique_fields=["sha256"],
-            update_fields=[
-                "file_name",
-                "file_path",
-                "team_id",
-                "signing_id",
-                "cdhash",
-                "signing_status",
-                "leaf_certificate",
-                "signing_chain",
-                "entitlements",
-                "file_bundle_id",
-                "file_bundle_name",
-                "file_bundle_version_string",
-                "last_seen_at",
-            ],
         )
         upsert(
             Bundle,
@@ -386,6 +383,7 @@ def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
                 "last_seen_at",
             ],
         )
+        stats_record_binaries(counts, [binaries[k] for k in sorted(binaries)])
         if bundle_members:
             BundleBinary.objects.bulk_create(
                 [BundleBinary(bundle_id=b, binary_id=s) for b, s in sorted(bundle_members)],
@@ -399,15 +397,6 @@ def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
                     .values("n")
                 )
             )
-        if event_rows:
-            # Replays (the agent retries; events are uploaded out of band too) are stored
-            # once and counted once: only keys not yet stored feed the statistics.
-            stored = _stored_keys(list(event_rows))
-            new = [event_rows[k] for k in sorted(event_rows) if k not in stored]
-            _insert_events(new)
-            stats_record(events=new)
-        if faa_rows:
-            FileAccessEvent.objects.bulk_create(faa_rows, ignore_conflicts=True, batch_size=500)
 
     results = []
     for item in items:
@@ -607,7 +596,8 @@ def _file_access_row(machine_id: str, index: int, event: FileAccessEventIn, now)
 
 # --- deferred ingestion ---------------------------------------------------------------------------
 
-DRAIN_LOCK = 0x5A17A_E7E  # PostgreSQL advisory lock: one drainer at a time, others skip
+# PostgreSQL advisory locks DRAIN_LOCK + k: one drainer per share of the hosts at a time.
+DRAIN_LOCK = 0x5A17A_E7E
 MAX_DRAIN_ATTEMPTS = 5
 # What an upload itself can cause. Anything else (the database unreachable, a lock timeout, a
 # deadlock) rolls the whole drain back and the next one retries it, counting no attempt.
@@ -669,16 +659,19 @@ class _Waiting:
     payload: bytes
 
 
-def _claim(limit: int) -> list[_Waiting]:
-    """The oldest waiting uploads not claimed by another drain, locked (their hosts are not:
-    ingestion locks those itself, in order). Values, not model instances: building 500
-    EventUploads with their hosts cost a fifth of a drain."""
-    rows = (
-        EventUpload.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(attempts__lt=MAX_DRAIN_ATTEMPTS)
-        .order_by("id")
-        .values_list("id", "host_id", "host__machine_id", "received_at", "payload")[:limit]
+def _claim(limit: int, share: int, shares: int) -> list[_Waiting]:
+    """The oldest waiting uploads of one share of the hosts (host id modulo `shares`) not
+    claimed by another drain, locked (their hosts are not: ingestion locks those itself, in
+    order). Values, not model instances: building 500 EventUploads with their hosts cost a
+    fifth of a drain."""
+    waiting_uploads = EventUpload.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+        attempts__lt=MAX_DRAIN_ATTEMPTS
     )
+    if shares > 1:
+        waiting_uploads = waiting_uploads.alias(share=Mod("host_id", shares)).filter(share=share)
+    rows = waiting_uploads.order_by("id").values_list(
+        "id", "host_id", "host__machine_id", "received_at", "payload"
+    )[:limit]
     hosts: dict[int, Host] = {}
     waiting = []
     for pk, host_id, machine_id, received_at, payload in rows:
@@ -700,20 +693,44 @@ def _prepared(upload: _Waiting) -> IngestItem:
     return IngestItem(upload.host, batch)
 
 
+def _shares() -> int:
+    """How many drains may run at once, each on its own share of the hosts (PostgreSQL; SQLite
+    has one writer)."""
+    if connection.vendor != "postgresql":
+        return 1
+    return max(1, settings.SYNC_EVENT_DRAINERS)
+
+
+def _share_order(shares: int) -> list[int]:
+    """Every share once, starting at one of this process's own: two processes that drain at
+    the same moment start on different shares."""
+    first = os.getpid() % shares
+    return [(first + n) % shares for n in range(shares)]
+
+
 def events_drain(*, limit: int = 500) -> int:
-    """Store up to `limit` waiting uploads in one transaction and delete them; returns how
-    many. On PostgreSQL one process drains at a time (the others find the advisory lock taken
-    and return 0) and uploads are claimed with SKIP LOCKED. An upload that cannot be stored
-    (which validation at upload time should make impossible) is set aside after
+    """Store up to `limit` waiting uploads of each share of the hosts (SYNC_EVENT_DRAINERS),
+    each share in one transaction, and delete them; returns how many were stored."""
+    shares = _shares()
+    return sum(_drain_share(share, shares, limit) or 0 for share in _share_order(shares))
+
+
+def _drain_share(share: int, shares: int, limit: int) -> int | None:
+    """Store up to `limit` waiting uploads of one share of the hosts in one transaction and
+    delete them; returns how many, or None when another process is draining that share (on
+    PostgreSQL one process drains a share at a time, and uploads are claimed with SKIP
+    LOCKED). Drains of different shares run side by side: they lock different hosts, and the
+    catalogue rows they share in the same order (events_ingest_many). An upload that cannot
+    be stored (which validation at upload time should make impossible) is set aside after
     MAX_DRAIN_ATTEMPTS with its error, instead of blocking the others; a failure of the
     database itself leaves every upload waiting, its attempts untouched."""
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DRAIN_LOCK])
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [DRAIN_LOCK + share])
                 if not cursor.fetchone()[0]:
-                    return 0
-        uploads = _claim(limit)
+                    return None
+        uploads = _claim(limit, share, shares)
         if not uploads:
             return 0
         try:
@@ -742,13 +759,17 @@ def events_drain(*, limit: int = 500) -> int:
 
 
 def events_drain_all(*, limit: int = 500) -> int:
-    """Drain until nothing is waiting (or another process holds the drain)."""
+    """Drain until nothing is waiting, share by share (a share another process is draining is
+    left to it)."""
+    shares = _shares()
     total = 0
-    while True:
-        done = events_drain(limit=limit)
-        total += done
-        if done < limit:
-            return total
+    for share in _share_order(shares):
+        while True:
+            done = _drain_share(share, shares, limit)
+            total += done or 0
+            if done is None or done < limit:
+                break
+    return total
 
 
 # --- retention ----------------------------------------------------------------------------------

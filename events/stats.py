@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import orjson
 from django.db import connection
 
 from santaadmin.db import json_rows, prepared_cursor
@@ -72,21 +73,40 @@ def _earlier(column: str, table: str) -> str:
     )
 
 
-def _rows(types: tuple[str, ...], rows: list[list]) -> tuple[str, list]:
-    """A row source for `rows` (each one value per column of the given PostgreSQL types):
-    on PostgreSQL one JSON parameter (santaadmin.db.json_rows), a statement of fixed text
-    whatever the number of rows (a VALUES list of 10,000 rows cost more to build and parse
-    than to run), elsewhere a VALUES list."""
+# SQLite binds at most 250,000 parameters in one statement (SQLITE_MAX_VARIABLE_NUMBER).
+_SQLITE_MAX_PARAMETERS = 250_000
+
+
+def _row_chunks(types: tuple[str, ...], rows: list[list]):
+    """Row sources for `rows` (each one value per column of the given PostgreSQL types), as
+    (source, params): on PostgreSQL one JSON parameter (santaadmin.db.json_rows), a statement
+    of fixed text whatever the number of rows (a VALUES list of 10,000 rows cost more to
+    build and parse than to run); elsewhere VALUES lists within SQLite's parameter limit."""
     if connection.vendor == "postgresql":
-        return json_rows(types, rows)
+        yield json_rows(types, rows)
+        return
     adapt = connection.ops.adapt_datetimefield_value
     one = "(" + ", ".join(["%s"] * len(types)) + ")"
-    params = [
-        adapt(value) if isinstance(value, datetime.datetime) else value
-        for row in rows
-        for value in row
-    ]
-    return "VALUES " + ", ".join([one] * len(rows)), params
+    size = _SQLITE_MAX_PARAMETERS // len(types)
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        params = [
+            adapt(value) if isinstance(value, datetime.datetime) else value
+            for row in chunk
+            for value in row
+        ]
+        yield "VALUES " + ", ".join([one] * len(chunk)), params
+
+
+def _fresh_per_binary(types: tuple[str, ...], rows: list[list], sql) -> dict[str, int]:
+    """Run the upsert `sql(source)` over `rows`; per binary, how many rows it inserted."""
+    new: dict[str, int] = defaultdict(int)
+    for source, params in _row_chunks(types, rows):
+        with prepared_cursor() as cursor:
+            cursor.execute(sql(source), params)
+            for sha, fresh in cursor.fetchall():
+                new[sha] += bool(fresh)
+    return new
 
 
 def _upsert_hosts(tallies: dict[tuple[str, int], _Tally]) -> dict[str, int]:
@@ -108,40 +128,35 @@ def _upsert_hosts(tallies: dict[tuple[str, int], _Tally]) -> dict[str, int]:
                 True,
             ]
         )
-    source, params = _rows(
-        (
-            "text",
-            "bigint",
-            "bigint",
-            "bigint",
-            "timestamptz",
-            "timestamptz",
-            "text",
-            "text",
-            "boolean",
-        ),
+    types = (
+        "text",
+        "bigint",
+        "bigint",
+        "bigint",
+        "timestamptz",
+        "timestamptz",
+        "text",
+        "text",
+        "boolean",
+    )
+    return _fresh_per_binary(
+        types,
         rows,
+        lambda source: (
+            f"INSERT INTO {table} (binary_id, host_id, executions, blocked, first_at, "
+            f"last_at, last_user, last_decision, fresh) {source} "
+            f"ON CONFLICT (binary_id, host_id) DO UPDATE SET "
+            f"executions = {table}.executions + excluded.executions, "
+            f"blocked = {table}.blocked + excluded.blocked, "
+            f"first_at = {_earlier('first_at', table)}, "
+            f"last_user = CASE WHEN excluded.last_at >= {table}.last_at "
+            f"THEN excluded.last_user ELSE {table}.last_user END, "
+            f"last_decision = CASE WHEN excluded.last_at >= {table}.last_at "
+            f"THEN excluded.last_decision ELSE {table}.last_decision END, "
+            f"last_at = {_later('last_at', table)}, "
+            f"fresh = false RETURNING binary_id, fresh"
+        ),
     )
-    sql = (
-        f"INSERT INTO {table} (binary_id, host_id, executions, blocked, first_at, last_at, "
-        f"last_user, last_decision, fresh) {source} "
-        f"ON CONFLICT (binary_id, host_id) DO UPDATE SET "
-        f"executions = {table}.executions + excluded.executions, "
-        f"blocked = {table}.blocked + excluded.blocked, "
-        f"first_at = {_earlier('first_at', table)}, "
-        f"last_user = CASE WHEN excluded.last_at >= {table}.last_at "
-        f"THEN excluded.last_user ELSE {table}.last_user END, "
-        f"last_decision = CASE WHEN excluded.last_at >= {table}.last_at "
-        f"THEN excluded.last_decision ELSE {table}.last_decision END, "
-        f"last_at = {_later('last_at', table)}, "
-        f"fresh = false RETURNING binary_id, fresh"
-    )
-    new: dict[str, int] = defaultdict(int)
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
-        for sha, fresh in cursor.fetchall():
-            new[sha] += bool(fresh)
-    return new
 
 
 def _upsert_users(tallies: dict[tuple[str, str], list]) -> dict[str, int]:
@@ -151,25 +166,20 @@ def _upsert_users(tallies: dict[tuple[str, str], list]) -> dict[str, int]:
     for sha, user in sorted(tallies):
         count, first, last = tallies[(sha, user)]
         rows.append([sha, user, count, first, last, True])
-    source, params = _rows(
-        ("text", "text", "bigint", "timestamptz", "timestamptz", "boolean"), rows
-    )
     user_column = connection.ops.quote_name("user")
-    sql = (
-        f"INSERT INTO {table} (binary_id, {user_column}, executions, "
-        f"first_at, last_at, fresh) {source} "
-        f"ON CONFLICT (binary_id, {user_column}) DO UPDATE SET "
-        f"executions = {table}.executions + excluded.executions, "
-        f"first_at = {_earlier('first_at', table)}, "
-        f"last_at = {_later('last_at', table)}, "
-        f"fresh = false RETURNING binary_id, fresh"
+    return _fresh_per_binary(
+        ("text", "text", "bigint", "timestamptz", "timestamptz", "boolean"),
+        rows,
+        lambda source: (
+            f"INSERT INTO {table} (binary_id, {user_column}, executions, "
+            f"first_at, last_at, fresh) {source} "
+            f"ON CONFLICT (binary_id, {user_column}) DO UPDATE SET "
+            f"executions = {table}.executions + excluded.executions, "
+            f"first_at = {_earlier('first_at', table)}, "
+            f"last_at = {_later('last_at', table)}, "
+            f"fresh = false RETURNING binary_id, fresh"
+        ),
     )
-    new: dict[str, int] = defaultdict(int)
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
-        for sha, fresh in cursor.fetchall():
-            new[sha] += bool(fresh)
-    return new
 
 
 def _add_days(days: dict[tuple[datetime.date, str], int]) -> None:
@@ -186,87 +196,151 @@ def _add_days(days: dict[tuple[datetime.date, str], int]) -> None:
         cursor.execute(sql, params)
 
 
-def _update_binaries(binaries: dict[str, _Tally], new_hosts: dict, new_users: dict) -> None:
-    """One UPDATE for every binary of the batch (their rows are already locked, in sorted
-    order, by the catalogue upsert of the same transaction)."""
+# The catalogue columns of a binary (what its latest event said about it), then its counts.
+BINARY_FACTS = (
+    "sha256",
+    "file_name",
+    "file_path",
+    "team_id",
+    "signing_id",
+    "cdhash",
+    "signing_status",
+    "leaf_certificate_id",
+    "signing_chain",
+    "entitlements",
+    "file_bundle_id",
+    "file_bundle_name",
+    "file_bundle_version_string",
+    "first_seen_at",
+    "last_seen_at",
+)
+_BINARY_COUNTS = (
+    "executions",
+    "blocked",
+    "would_block",
+    "host_count",
+    "user_count",
+    "first_executed_at",
+    "last_executed_at",
+    "last_decision",
+)
+
+
+def _binary_sql(table: str, source: str) -> str:
+    def earlier(column: str) -> str:
+        return (
+            f"CASE WHEN {table}.{column} IS NULL OR excluded.{column} < {table}.{column} "
+            f"THEN excluded.{column} ELSE {table}.{column} END"
+        )
+
+    later_run = (
+        f"excluded.last_executed_at IS NOT NULL AND ({table}.last_executed_at IS NULL "
+        f"OR {table}.last_executed_at <= excluded.last_executed_at)"
+    )
+    facts = [
+        f"{column} = excluded.{column}" for column in BINARY_FACTS[1:] if column != "first_seen_at"
+    ]
+    counts = [f"{column} = {table}.{column} + excluded.{column}" for column in _BINARY_COUNTS[:5]]
+    return (
+        f"INSERT INTO {table} ({', '.join(BINARY_FACTS + _BINARY_COUNTS)}) {source} "
+        f"ON CONFLICT (sha256) DO UPDATE SET {', '.join(facts + counts)}, "
+        f"first_executed_at = {earlier('first_executed_at')}, "
+        f"last_decision = CASE WHEN {later_run} THEN excluded.last_decision "
+        f"ELSE {table}.last_decision END, "
+        f"last_executed_at = CASE WHEN {later_run} THEN excluded.last_executed_at "
+        f"ELSE {table}.last_executed_at END"
+    )
+
+
+def _upsert_binaries(
+    catalogue: list[Binary], binaries: dict[str, _Tally], new_hosts: dict, new_users: dict
+) -> None:
+    """Each binary's catalogue row and its new counts in one upsert: one new row version per
+    binary and batch, not two (an upsert of the facts, then an update of the counts). The rows
+    go in the order given (sha256), so concurrent drains lock them in the same order."""
+    if not catalogue:
+        return
     table = Binary._meta.db_table
+    json_columns = {"signing_chain", "entitlements"}
+    postgres = connection.vendor == "postgresql"
     rows = []
-    for sha in sorted(binaries):
-        t = binaries[sha]
-        rows.append(
-            [
-                sha,
+    for binary in catalogue:
+        row = [getattr(binary, column) for column in BINARY_FACTS]
+        if not postgres:  # json_rows sends lists as JSON itself
+            row = [
+                orjson.dumps(value).decode() if column in json_columns else value
+                for column, value in zip(BINARY_FACTS, row, strict=True)
+            ]
+        t = binaries.get(binary.sha256)
+        if t is None:  # only replays, or bundle scans: no new execution
+            row += [0, 0, 0, 0, 0, None, None, ""]
+        else:
+            row += [
                 t.executions,
                 t.blocked,
                 t.would_block,
-                new_hosts.get(sha, 0),
-                new_users.get(sha, 0),
+                new_hosts.get(binary.sha256, 0),
+                new_users.get(binary.sha256, 0),
                 t.first,
                 t.last,
                 t.last_decision,
             ]
-        )
-    source, params = _rows(
-        (
-            "text",
-            "bigint",
-            "bigint",
-            "bigint",
-            "bigint",
-            "bigint",
-            "timestamptz",
-            "timestamptz",
-            "text",
-        ),
-        rows,
+        rows.append(row)
+    types = tuple(
+        "jsonb" if column in json_columns else Binary._meta.get_field(column).db_type(connection)
+        for column in BINARY_FACTS + _BINARY_COUNTS
     )
-    sql = (
-        f"WITH v(sha, n, blocked, would_block, hosts, users, first_at, last_at, decision) "  # noqa: S608
-        f"AS ({source}) "
-        f"UPDATE {table} SET executions = {table}.executions + v.n, "
-        f"blocked = {table}.blocked + v.blocked, "
-        f"would_block = {table}.would_block + v.would_block, "
-        f"host_count = {table}.host_count + v.hosts, "
-        f"user_count = {table}.user_count + v.users, "
-        f"first_executed_at = CASE WHEN {table}.first_executed_at IS NULL "
-        f"OR {table}.first_executed_at > v.first_at THEN v.first_at "
-        f"ELSE {table}.first_executed_at END, "
-        f"last_decision = CASE WHEN {table}.last_executed_at IS NULL "
-        f"OR {table}.last_executed_at <= v.last_at THEN v.decision "
-        f"ELSE {table}.last_decision END, "
-        f"last_executed_at = CASE WHEN {table}.last_executed_at IS NULL "
-        f"OR {table}.last_executed_at < v.last_at THEN v.last_at "
-        f"ELSE {table}.last_executed_at END "
-        f"FROM v WHERE {table}.sha256 = v.sha"
-    )
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
+    for source, params in _row_chunks(types, rows):
+        with prepared_cursor() as cursor:
+            cursor.execute(_binary_sql(table, source), params)
 
 
-def stats_record(*, events: Iterable[dict]) -> None:
-    """Count new execution events (of any hosts; their columns as attnames). Call inside the
-    ingesting transaction."""
-    binaries: dict[str, _Tally] = defaultdict(_Tally)
-    per_host: dict[tuple[str, int], _Tally] = defaultdict(_Tally)
-    users: dict[tuple[str, str], list] = {}
-    days: dict[tuple[datetime.date, str], int] = defaultdict(int)
+@dataclass
+class Counts:
+    """What a batch's new execution events add to the statistics (stats_count)."""
+
+    binaries: dict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    per_host: dict[tuple[str, int], _Tally] = field(default_factory=lambda: defaultdict(_Tally))
+    users: dict[tuple[str, str], list] = field(default_factory=dict)
+    days: dict[tuple[datetime.date, str], int] = field(default_factory=lambda: defaultdict(int))
+    new_hosts: dict[str, int] = field(default_factory=dict)  # per binary, by stats_record_pairs
+    new_users: dict[str, int] = field(default_factory=dict)
+
+
+def stats_count(events: Iterable[dict]) -> Counts:
+    """Tally new execution events (of any hosts; their columns as attnames), in memory."""
+    counts = Counts()
     for event in events:
         outcome = outcome_of(event["decision"])
         if outcome is None:
             continue
         when = event["execution_time"] or event["received_at"]
         binary = event["binary_id"]
-        binaries[binary].add(event, when, outcome)
-        per_host[(binary, event["host_id"])].add(event, when, outcome)
-        days[(when.astimezone(datetime.UTC).date(), outcome)] += 1
+        counts.binaries[binary].add(event, when, outcome)
+        counts.per_host[(binary, event["host_id"])].add(event, when, outcome)
+        counts.days[(when.astimezone(datetime.UTC).date(), outcome)] += 1
         user = event["executing_user"][:MAX_USER]
         if user:
-            entry = users.setdefault((binary, user), [0, when, when])
+            entry = counts.users.setdefault((binary, user), [0, when, when])
             entry[0] += 1
             entry[1], entry[2] = min(entry[1], when), max(entry[2], when)
-    if not binaries:
-        return
-    new_hosts = _upsert_hosts(per_host)
-    new_users = _upsert_users(users) if users else {}
-    _update_binaries(binaries, new_hosts, new_users)
-    _add_days(days)
+    return counts
+
+
+def stats_record_pairs(counts: Counts) -> None:
+    """Write the per (binary, host) and (binary, user) counts, noting per binary how many
+    hosts and users ran it for the first time. Inside the ingesting transaction."""
+    if counts.per_host:
+        counts.new_hosts = _upsert_hosts(counts.per_host)
+    if counts.users:
+        counts.new_users = _upsert_users(counts.users)
+
+
+def stats_record_binaries(counts: Counts, catalogue: list[Binary]) -> None:
+    """Write the batch's binaries (`catalogue`: rows sorted by sha256, every binary of the
+    counted events among them) with their facts and counts, then the daily counts; after
+    stats_record_pairs, in the same transaction. These rows are shared with every other
+    batch: they stay locked until the transaction commits, so they come last."""
+    _upsert_binaries(catalogue, counts.binaries, counts.new_hosts, counts.new_users)
+    if counts.days:
+        _add_days(counts.days)

@@ -415,6 +415,10 @@ SYNC_DEFER_EVENTS = env.bool(
     "SYNC_DEFER_EVENTS",
     default=DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql",
 )
+# How many processes may store waiting uploads at the same time (PostgreSQL), each its own
+# share of the hosts (host id modulo this number): one drain waits on the database while
+# another runs Python. 1 drains one upload batch at a time, fleet-wide.
+SYNC_EVENT_DRAINERS = env.int("SYNC_EVENT_DRAINERS", default=2)
 # The sync path's fixed statements are prepared once per database connection (santaadmin.db);
 # turn off behind a connection pooler in transaction mode that does not track them.
 SYNC_PREPARED_STATEMENTS = env.bool("SYNC_PREPARED_STATEMENTS", default=True)
