@@ -807,7 +807,7 @@ def section_ingest(server, secret, machines, duration, work) -> dict:
     shas = sha_pool(5_000)
     base = int(time.time()) - 7 * 86_400
     wrk_machines = machines[:WRK_MACHINES]
-    per_machine = max(1, 200 * duration // len(wrk_machines))  # enough for 10,000 events/s
+    per_machine = max(1, 400 * duration // len(wrk_machines))  # enough for 20,000 events/s
     bodies = [
         (f"/sync/eventupload/{m.machine_id}", m.events_body(BATCH, base_time=base, sha_pool=shas))
         for _ in range(per_machine)
@@ -860,6 +860,7 @@ def machine_facts(env: dict) -> dict:
 
     facts = {
         "cores": str(os.cpu_count()),
+        "cpu": cpu_model(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "python": sys.version.split()[0],
     }
@@ -875,9 +876,26 @@ def machine_facts(env: dict) -> dict:
     return facts
 
 
+def cpu_model() -> str:
+    """The processor's name: machines of the same kind (cores, memory) differ in it, and the
+    same code measured twice as fast on one as on another."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def server_description(env: dict) -> str:
     workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count())
-    threads = env.get("WEB_THREADS") or "2"
+    from syncapi.management.commands.serve import DEFAULT_THREADS
+
+    threads = env.get("WEB_THREADS") or str(DEFAULT_THREADS)
     return f"granian (`manage.py serve`), {workers} workers of {threads} threads"
 
 
@@ -885,7 +903,8 @@ def render(facts, source, duration, fleet_size, wrk, fleet, clean, ingest, lever
     lines = [
         "## The sync protocol under load",
         "",
-        f"`python benchmarks/sync.py` on {facts['date']}: {facts['cores']} cores, "
+        f"`python benchmarks/sync.py` on {facts['date']}: {facts['cores']} cores "
+        f"({facts['cpu']}), "
         f"{facts['database']}, Python {facts['python']}, {facts['server']}, production "
         f"settings, {source}. Server, database and load "
         "generator share the same cores. "
