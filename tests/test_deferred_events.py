@@ -241,3 +241,80 @@ def test_a_database_failure_costs_no_attempt(agent, deferred, monkeypatch):
     monkeypatch.undo()
     assert EventUpload.objects.get().attempts == 0
     assert events_drain() == 1
+
+
+def test_one_process_drains_every_share(make_agent, deferred, settings):
+    settings.SYNC_EVENT_DRAINERS = 3
+    agents = [make_agent() for _ in range(7)]
+    for n, agent in enumerate(agents):
+        agent.sync()
+        _upload(agent, [_event(n), _event(n + 100, sha=f"{n + 1:064x}")])
+    assert events_drain_all() == 7
+    assert not EventUpload.objects.exists()
+    assert Event.objects.count() == 14
+    assert Binary.objects.get(pk="c" * 64).host_count == 7
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_shares_drain_side_by_side_and_count_shared_binaries_once(
+    make_agent, settings, monkeypatch
+):
+    """Two drains of different shares, both inside their transactions at the same moment
+    (each has written its own events and waits for the other), then both writing the
+    binaries and daily counts they share: both finish, and every count is exact (a binary's
+    new hosts and users counted once, whichever drain came second)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite drains one share at a time (one writer)")
+    import threading
+
+    from django.db import connections
+
+    import events.services as services
+
+    settings.SYNC_DEFER_EVENTS = True
+    settings.SYNC_EVENT_DRAINERS = 2
+    agents = [make_agent() for _ in range(6)]
+    for agent in agents:
+        agent.sync()
+    shares = {Host.objects.get(machine_id=a.machine_id).pk % 2 for a in agents}
+    assert shares == {0, 1}, "the hosts must fall into both shares"
+    for n, agent in enumerate(agents):
+        # Each host its own user: the binaries are the first rows the two drains share.
+        shared = [
+            {**_event(n * 10 + k, sha=f"{k + 1:064x}"), "executing_user": f"user{n}"}
+            for k in range(5)
+        ]
+        _upload(agent, [*shared, _event(n, sha=f"{n + 100:064x}")])
+
+    both_inside = threading.Barrier(2, timeout=30)
+    pairs = services.stats_record_pairs
+
+    def wait_then_pairs(counts):
+        both_inside.wait()
+        pairs(counts)
+
+    monkeypatch.setattr(services, "stats_record_pairs", wait_then_pairs)
+    results, errors = {}, []
+
+    def drain(share):
+        try:
+            results[share] = services._drain_share(share, 2, 500)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=drain, args=(share,)) for share in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sum(results.values()) == 6 and all(results.values())
+    assert not EventUpload.objects.exists()
+    assert Event.objects.count() == 36
+    for k in range(5):
+        binary = Binary.objects.get(pk=f"{k + 1:064x}")
+        counts = (binary.executions, binary.blocked, binary.host_count, binary.user_count)
+        assert counts == (6, 6, 6, 6)
+    assert BinaryHost.objects.count() == 36
