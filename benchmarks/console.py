@@ -1412,7 +1412,8 @@ def render_section(
     lines = [
         "## Console pages on large data",
         "",
-        f"`python benchmarks/console.py` on {facts['date']}: {facts['cores']} cores, "
+        f"`python benchmarks/console.py` on {facts['date']}: {facts['cores']} cores "
+        f"({facts['cpu']}), "
         f"PostgreSQL {facts['postgres']}, Python {facts['python']}, {source}. "
         f"{stats['hosts_host']:,} hosts in {len(TAGS)} tags (1 to 3 each, Zipf-sized, "
         f"{stats['stale']:,} stale), {stats['events_event']:,} execution events over the last "

@@ -16,3 +16,18 @@ def write_section(path: Path, start: str, end: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def cpu_model() -> str:
+    """The processor's name: machines of the same kind (cores, memory) differ in it, and the
+    same code measured twice as fast on one as on another."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -908,11 +908,14 @@ def table_stats() -> dict[str, int]:
 def machine_facts() -> dict[str, str]:
     from django.db import connection
 
+    from benchmarks.docs import cpu_model
+
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         (version,) = cursor.fetchone()
     return {
         "cores": str(os.cpu_count()),
+        "cpu": cpu_model(),
         "postgres": version.split()[0],
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "python": sys.version.split()[0],
@@ -945,7 +948,8 @@ def render(
     lines = [
         "## Rule fan-out and incremental rule download",
         "",
-        f"`python benchmarks/fanout.py` on {facts['date']}: {facts['cores']} cores, "
+        f"`python benchmarks/fanout.py` on {facts['date']}: {facts['cores']} cores "
+        f"({facts['cpu']}), "
         f"PostgreSQL {facts['postgres']}, Python {facts['python']}, {source}. One database "
         f"grown step by step; at every size: {TAGS} tags (each host in 0 to 3 of them, "
         "Zipf-sized), "

@@ -314,7 +314,8 @@ def render(memory: list[dict], kinds: list[dict], query_plans, facts, stats, loa
     lines = [
         "## Reports on large data",
         "",
-        f"`python benchmarks/reports.py` on {facts['date']}: {facts['cores']} cores, "
+        f"`python benchmarks/reports.py` on {facts['date']}: {facts['cores']} cores "
+        f"({facts['cpu']}), "
         f"PostgreSQL {facts['postgres']}, Python {facts['python']}, {source}. The console "
         f"benchmark's data ({stats['hosts_host']:,} hosts, {events:,} execution events, "
         f"{stats['rules_rule']:,} rules, {stats['audit_auditentry']:,} audit entries) with every "

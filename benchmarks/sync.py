@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.docs import write_section  # noqa: E402
+from benchmarks.docs import cpu_model, write_section  # noqa: E402
 from benchmarks.fanout import (  # noqa: E402
     bench_database_name,
     prepare_database,
@@ -877,21 +877,6 @@ def machine_facts(env: dict) -> dict:
         facts["database"] = "SQLite " + sqlite3.sqlite_version
     facts["server"] = server_description(env)
     return facts
-
-
-def cpu_model() -> str:
-    """The processor's name: machines of the same kind (cores, memory) differ in it, and the
-    same code measured twice as fast on one as on another."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def server_description(env: dict) -> str:
