@@ -347,11 +347,11 @@ def events_ingest_many(items: list[IngestItem]) -> list[IngestResult]:
                 .order_by("pk")
                 .values_list("pk")
             )
-        # What is the batch's own comes first: its events, its per-host and per-user counts.
-        # The rows that concurrent drains share (certificates, bundles, binaries, daily
-        # counts) come last, each table in key order, so that they are locked for the
-        # shortest time and always in the same order; the foreign keys to them are checked
-        # at commit (PostgreSQL's are deferred).
+        # What is the batch's own comes first: its events and per-host counts. The rows that
+        # concurrent drains may share (per-user counts, certificates, bundles, binaries, daily
+        # counts) come after, each table in key order, so that every drain locks them in the
+        # same order, and the most shared (binaries, daily counts) for the shortest time; the
+        # foreign keys to them are checked at commit (PostgreSQL's are deferred).
         new: list[dict] = []
         if event_rows:
             # Replays (the agent retries; events are uploaded out of band too) are stored
