@@ -318,3 +318,52 @@ def test_two_shares_drain_side_by_side_and_count_shared_binaries_once(
         counts = (binary.executions, binary.blocked, binary.host_count, binary.user_count)
         assert counts == (6, 6, 6, 6)
     assert BinaryHost.objects.count() == 36
+
+
+def test_drains_write_shared_rows_last_and_in_key_order(make_agent, deferred, monkeypatch):
+    """What keeps side-by-side drains from deadlocking: every drain writes the rows another
+    may share after its own, table after table in one order, each table's rows by key."""
+    import events.services as services
+
+    calls = []
+
+    def spy(name, function, rows_of):
+        def wrapper(*args, **kwargs):
+            calls.append((name, rows_of(*args, **kwargs)))
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(services, name, wrapper)
+
+    spy("_insert_events", services._insert_events, lambda rows: [r["dedupe_key"] for r in rows])
+    spy("stats_record_pairs", services.stats_record_pairs, lambda counts: None)
+    spy(
+        "upsert",
+        services.upsert,
+        lambda model, objs, **kw: [model.__name__, *(o.pk for o in objs)],
+    )
+    spy(
+        "stats_record_binaries",
+        services.stats_record_binaries,
+        lambda counts, catalogue: [b.sha256 for b in catalogue],
+    )
+    agents = [make_agent() for _ in range(3)]
+    for n, agent in enumerate(agents):
+        agent.sync()
+        shas = [f"{(n * 7 + k) % 11 + 1:064x}" for k in range(4)]
+        _upload(agent, [_event(n * 10 + k, sha=sha) for k, sha in enumerate(shas)] + [FULL_EVENT])
+    assert events_drain() == 3
+
+    names = [name for name, _ in calls]
+    assert names == [
+        "_insert_events",
+        "stats_record_pairs",
+        "upsert",  # certificates
+        "upsert",  # bundles
+        "stats_record_binaries",
+    ]
+    keys, _, certificates, bundles, binaries = (rows for _, rows in calls)
+    assert keys == sorted(keys)
+    assert certificates[0] == "Certificate" and certificates[1:] == sorted(certificates[1:])
+    assert len(certificates) > 2
+    assert bundles[0] == "Bundle" and len(bundles) > 1
+    assert binaries == sorted(binaries) and len(binaries) > 5
