@@ -320,10 +320,14 @@ def test_two_shares_drain_side_by_side_and_count_shared_binaries_once(
     assert BinaryHost.objects.count() == 36
 
 
-def test_drains_write_shared_rows_last_and_in_key_order(make_agent, deferred, monkeypatch):
+def test_drains_write_shared_rows_last_and_in_key_order(
+    make_agent, deferred, monkeypatch, settings
+):
     """What keeps side-by-side drains from deadlocking: every drain writes the rows another
     may share after its own, table after table in one order, each table's rows by key."""
     import events.services as services
+
+    settings.SYNC_EVENT_DRAINERS = 1  # one transaction for all three hosts
 
     calls = []
 
