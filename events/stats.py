@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 from django.db import connection
 
-from santaadmin.db import json_rows, prepared_cursor
+from santaadmin.db import json_rows, json_rows_type, prepared_cursor
 
 from .models import Binary, BinaryHost, BinaryUser, EventDay
 
@@ -261,7 +261,8 @@ def _upsert_binaries(
     if not catalogue:
         return
     table = Binary._meta.db_table
-    json_columns = {"signing_chain", "entitlements"}
+    fields = [Binary._meta.get_field(column) for column in BINARY_FACTS + _BINARY_COUNTS]
+    json_columns = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
     postgres = connection.vendor == "postgresql"
     rows = []
     for binary in catalogue:
@@ -286,10 +287,7 @@ def _upsert_binaries(
                 t.last_decision,
             ]
         rows.append(row)
-    types = tuple(
-        "jsonb" if column in json_columns else Binary._meta.get_field(column).db_type(connection)
-        for column in BINARY_FACTS + _BINARY_COUNTS
-    )
+    types = tuple(json_rows_type(f) for f in fields)
     for source, params in _row_chunks(types, rows):
         with prepared_cursor() as cursor:
             cursor.execute(_binary_sql(table, source), params)

@@ -86,6 +86,12 @@ def json_rows(types: tuple[str, ...], rows: list[list]) -> tuple[str, list]:
     return source, [orjson.dumps(rows).decode()]
 
 
+def json_rows_type(field) -> str:
+    """The type json_rows reads a model field's values as: `jsonb` for a JSONField (its value
+    crosses as JSON), else the field's column type."""
+    return "jsonb" if field.get_internal_type() == "JSONField" else field.db_type(connection)
+
+
 def upsert(model, objs: list, *, unique_fields: list[str], update_fields: list[str]) -> None:
     """`model.objects.bulk_create(objs, update_conflicts=True, …)` in one statement of fixed
     text on PostgreSQL (rows as one JSON parameter, json_rows): Django's bulk_create prepared
@@ -101,9 +107,7 @@ def upsert(model, objs: list, *, unique_fields: list[str], update_fields: list[s
         return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not (f.primary_key and f.auto_created)]
-    types = tuple(
-        "jsonb" if f.get_internal_type() == "JSONField" else f.db_type(connection) for f in fields
-    )
+    types = tuple(json_rows_type(f) for f in fields)
     rows = [[getattr(obj, f.attname) for f in fields] for obj in objs]
     source, params = json_rows(types, rows)
     quote = connection.ops.quote_name
